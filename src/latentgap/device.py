@@ -1,0 +1,37 @@
+"""Device and precision choices in one place (library code never calls ``.cuda()`` itself)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import UserError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but CUDA is not available", "use --device cpu or --device auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device '{device}' requested but MPS is not available", "use --device cpu or --device auto")
+    return dev
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision where it helps: bf16 on CUDA that supports it, else fp16 on CUDA; none on CPU/MPS."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
