@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # One module per command group; each registers its commands on `app` when imported.
-_COMMAND_MODULES: list[str] = ["data", "encode", "study", "report", "train", "ae"]
+_COMMAND_MODULES: list[str] = ["data", "encode", "study", "report", "train", "ae", "bench"]
 
 for _mod in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_mod}")

@@ -1,0 +1,209 @@
+"""Executors: where study tasks run. Local (in-process, or N worker processes) and Slurm job arrays
+through submitit (https://github.com/facebookincubator/submitit).
+
+Every executor calls the same picklable ``runner.run_task`` in its workers; the worker writes the row,
+so the parent can die at any time without losing finished work. ``run(tasks)`` returns
+``{hash: None}`` for success or ``{hash: reason}`` for failure, and never waits forever: a Slurm job
+that is cancelled or killed comes back from submitit as ``UncompletedJobError`` (this needs Slurm
+accounting, i.e. ``sacct``; see docs/studies.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from rich.live import Live
+from rich.table import Table
+
+from ..errors import UserError
+from ..progress import console
+from .runner import Task, run_task
+from .spec import ExecutorSettings
+
+
+class LiveView:
+    """Done / running / failed counts with time left (rich Live on a terminal, one line per task otherwise)."""
+
+    def __init__(self, total: int, done: int, parallel: int, live: bool | None, echo) -> None:
+        self.total, self.done, self.parallel, self.echo = total, done, max(1, parallel), echo
+        self.running, self.failed, self.durations, self.t0 = 0, 0, [], time.time()
+        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False) \
+            if (console.is_terminal if live is None else live) else None
+
+    def _eta(self) -> str:
+        if not self.durations:
+            return "?"
+        left = self.total - self.done - self.failed
+        secs = sum(self.durations) / len(self.durations) * left / self.parallel
+        return time.strftime("%H:%M:%S", time.gmtime(secs))
+
+    def _render(self) -> Table:
+        tab = Table(title="latentgap study", show_header=True)
+        for col in ("done", "running", "failed", "pending", "elapsed", "time left"):
+            tab.add_column(col)
+        pending = self.total - self.done - self.failed - self.running
+        tab.add_row(f"{self.done}/{self.total}", str(self.running), str(self.failed), str(max(pending, 0)),
+                    time.strftime("%H:%M:%S", time.gmtime(time.time() - self.t0)), self._eta())
+        return tab
+
+    def __enter__(self) -> "LiveView":
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def update(self, running: int | None = None) -> None:
+        if running is not None:
+            self.running = running
+        if self.live:
+            self.live.update(self._render())
+
+    def finished(self, task: Task, seconds: float | None, reason: str | None) -> None:
+        if reason is None:
+            self.done += 1
+            if seconds is not None:
+                self.durations.append(seconds)
+        else:
+            self.failed += 1
+        if not self.live:
+            state = "ok" if reason is None else f"FAILED ({reason})"
+            self.echo(f"[{self.done + self.failed}/{self.total}] {task.hash} {task.label}: {state}")
+        self.update()
+
+
+class LocalExecutor:
+    """Sequential in this process (workers=1) or a pool of ``workers`` spawned processes."""
+
+    def __init__(self, settings: ExecutorSettings, study_dir: Path, kind: str, live, echo):
+        self.workers, self.study_dir, self.kind, self.live_flag, self.echo = settings.workers, study_dir, kind, live, echo
+
+    def run(self, tasks: list[Task], done: int, total: int) -> dict[str, str | None]:
+        results: dict[str, str | None] = {}
+        if not tasks:
+            return results
+        with LiveView(total, done, self.workers, self.live_flag, self.echo) as view:
+            if self.workers == 1:
+                for t in tasks:
+                    view.update(running=1)
+                    t0 = time.time()
+                    try:
+                        run_task(self.study_dir, t, self.kind)
+                        results[t.hash] = None
+                    except Exception as e:
+                        results[t.hash] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                    view.finished(t, time.time() - t0, results[t.hash])
+                view.update(running=0)
+                return results
+            # spawn, not fork: torch and its thread pools are not fork-safe
+            ctx = mp.get_context("spawn")
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_limit_threads,
+                                     initargs=(threads,)) as pool:
+                futs = {pool.submit(run_task, self.study_dir, t, self.kind): (t, time.time()) for t in tasks}
+                pending = set(futs)
+                while pending:
+                    view.update(running=min(self.workers, len(pending)))
+                    finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        t, t0 = futs[f]
+                        err = f.exception()
+                        results[t.hash] = None if err is None else " ".join(f"{type(err).__name__}: {err}".split())[:300]
+                        view.finished(t, time.time() - t0, results[t.hash])
+            view.update(running=0)
+        return results
+
+
+def _limit_threads(n: int) -> None:
+    # read by torch / BLAS when the worker first imports them: workers share the cores instead of oversubscribing
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+class SlurmExecutor:
+    """One submitit job array per stage; each array task runs one task and writes its row."""
+
+    def __init__(self, settings: ExecutorSettings, study_dir: Path, kind: str, live, echo, cluster: str | None = None):
+        self.s, self.study_dir, self.kind, self.live_flag, self.echo = settings, study_dir, kind, live, echo
+        self.cluster = cluster  # None = Slurm (sbatch on PATH); "local"/"debug" are submitit's own fallbacks
+
+    def _executor(self):
+        import submitit
+
+        folder = self.study_dir / "slurm" / time.strftime("%Y%m%d-%H%M%S") / "%j"
+        ex = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
+        sl = self.s.slurm
+        params = dict(name="latentgap", timeout_min=sl.time_min, cpus_per_task=sl.cpus_per_task, mem_gb=sl.mem_gb,
+                      gpus_per_node=sl.gpus_per_node, slurm_array_parallelism=sl.array_parallelism)
+        if sl.partition:
+            params["slurm_partition"] = sl.partition
+        if sl.account:
+            params["slurm_account"] = sl.account
+        if sl.additional:
+            params["slurm_additional_parameters"] = dict(sl.additional)
+        ex.update_parameters(**params)
+        return ex
+
+    def run(self, tasks: list[Task], done: int, total: int) -> dict[str, str | None]:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        results: dict[str, str | None] = {}
+        if not tasks:
+            return results
+        if self.cluster is None and not _which("sbatch"):
+            raise UserError("--executor slurm needs Slurm, but sbatch is not on PATH",
+                            "run on a Slurm login node, or use --executor local")
+        ex = self._executor()
+        n = len(tasks)
+        jobs = ex.map_array(run_task, [str(self.study_dir)] * n, tasks, [self.kind] * n)
+        self.echo(f"submitted {n} tasks as Slurm array {jobs[0].job_id.split('_')[0]} "
+                  f"(logs in {Path(jobs[0].paths.folder)})")
+        todo = dict(zip(tasks, jobs))
+        with LiveView(total, done, min(self.s.slurm.array_parallelism, n), self.live_flag, self.echo) as view:
+            while todo:
+                running = 0
+                for t, job in list(todo.items()):
+                    if not job.done():
+                        running += job.state == "RUNNING"
+                        continue
+                    try:
+                        job.result()
+                        results[t.hash] = None
+                    except (UncompletedJobError, FailedJobError) as e:
+                        results[t.hash] = _job_reason(e, job)
+                        if not (self.study_dir / "failed" / f"{t.hash}.json").exists():
+                            from ..io import atomic_write_json
+
+                            atomic_write_json(self.study_dir / "failed" / f"{t.hash}.json",
+                                              {"task": t.label, "reason": results[t.hash], "job_id": job.job_id})
+                    view.finished(t, None, results[t.hash])
+                    del todo[t]
+                view.update(running=running)
+                if todo:
+                    time.sleep(self.s.poll_seconds)
+        return results
+
+
+def _job_reason(err: Exception, job) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # the last line of a FailedJobError is the worker's exception; UncompletedJobError names the Slurm state
+    tail = next((ln for ln in reversed(lines) if "Error" in ln or "CANCELLED" in ln or "state" in ln), lines[0] if lines else "")
+    return f"Slurm job {job.job_id} ({job.state}): {tail}"[:300]
+
+
+def _which(cmd: str) -> bool:
+    import shutil
+
+    return shutil.which(cmd) is not None
+
+
+def make_executor(settings: ExecutorSettings, study_dir: Path, kind: str, *, live=None, echo=print):
+    if settings.kind == "slurm":
+        return SlurmExecutor(settings, study_dir, kind, live, echo)
+    return LocalExecutor(settings, study_dir, kind, live, echo)

@@ -1,0 +1,252 @@
+"""Study specification: the grid of datasets x autoencoders x spaces x variants x folds x seeds, the
+training settings every cell shares, and where the cells run (local processes or Slurm).
+
+A spec is YAML validated with pydantic; any problem becomes one line that names the file and the field,
+e.g. ``study.yaml: datasets[1]: unknown dataset 'foo'. Fix: ...``. Presets ship as package data in
+``latentgap/presets/*.yaml`` (``demo``, ``shared-data``, ``paper``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import UserError
+from ..io import shared_data_dir
+
+SPACES = ("image", "recon", "latent")
+IMAGE_AE = "none"  # autoencoder value of image-space cells and rows (they need no autoencoder)
+VARIANTS = ("plain", "noise-conditioned", "distilled", "tuned")
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+# --------------------------------------------------------------------------- name checks
+
+def check_dataset_spec(spec: str) -> str:
+    """Accept the dataset forms of ``latentgap.data.open_dataset`` (docs/architecture.md): ``phantom[:k=v,...]``,
+    a MedMNIST name with optional ``_<size>``, a file in the shared data folder, or an existing path."""
+    s = spec.strip()
+    if s == "phantom" or s.startswith("phantom:"):
+        return s
+    if (shared_data_dir() / "datasets" / f"{s}.npz").is_file() or Path(s).expanduser().exists():
+        return s
+    base, _, size = s.rpartition("_")
+    if not (base and size.isdigit() and int(size) in MEDMNIST_SIZES):
+        base = s
+    from medmnist.info import INFO  # slow import (~3 s), only reached for non-phantom, non-file names
+
+    if base in INFO and not INFO[base]["n_channels"] == 0 and not base.endswith("3d"):
+        return s
+    raise ValueError(f"unknown dataset '{s}' (not phantom[:...], a MedMNIST 2-D name, a file in "
+                     f"{shared_data_dir() / 'datasets'}, or an existing path)")
+
+
+def check_autoencoder_spec(spec: str) -> str:
+    """Registry name, hub id (``owner/name``) or an existing path; the registry is consulted when built."""
+    s = spec.strip()
+    if "/" in s or Path(s).expanduser().exists():
+        return s
+    try:
+        from ..autoencoders import AUTOENCODERS  # registry of the autoencoder module, when present
+    except ImportError:
+        return s
+    if s.split(":")[0] not in AUTOENCODERS:  # "medvae:<model>:<modality>" carries options after ':'
+        raise ValueError(f"unknown autoencoder '{s}' (known: {', '.join(AUTOENCODERS.names())}; "
+                         "or a hub id owner/name, or a local path)")
+    return s
+
+
+DatasetName = Annotated[str, AfterValidator(check_dataset_spec)]
+AutoencoderName = Annotated[str, AfterValidator(check_autoencoder_spec)]
+
+
+# --------------------------------------------------------------------------- models
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlurmSettings(_Strict):
+    """Resources of one array task (one cell); passed to submitit's ``update_parameters``."""
+
+    partition: str | None = None
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int = Field(2, ge=1)
+    mem_gb: float = Field(8.0, gt=0)
+    time_min: int = Field(120, ge=2)  # submitit signals USR2 90 s before the limit: < 2 min fires at once
+    array_parallelism: int = Field(64, ge=1)
+    account: str | None = None
+    additional: dict[str, Any] = Field(default_factory=dict)  # extra sbatch options (slurm_additional_parameters)
+
+
+class ExecutorSettings(_Strict):
+    kind: Literal["local", "slurm"] = "local"
+    workers: int = Field(1, ge=1)  # local: parallel worker processes (1 = sequential, in-process)
+    poll_seconds: float = Field(2.0, gt=0)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+
+class CacheSettings(_Strict):
+    """Arguments of ``latentgap.latents.ensure_cache`` shared by every autoencoder x dataset pair."""
+
+    dtype: Literal["float16", "float32"] = "float16"
+    resize: int | None = Field(None, ge=8)
+    grey_to_rgb: bool = True
+    batch_size: int = Field(64, ge=1)
+
+
+class StudySpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    datasets: list[DatasetName] = Field(min_length=1)
+    autoencoders: list[AutoencoderName] = Field(default_factory=list)
+    spaces: list[Literal["image", "recon", "latent"]] = Field(default_factory=lambda: list(SPACES), min_length=1)
+    # non-plain variants are latent-space classifiers (the paper's Table 4 ablation)
+    variants: list[Literal["plain", "noise-conditioned", "distilled", "tuned"]] = Field(
+        default_factory=lambda: ["plain"], min_length=1)
+    k: int = Field(5, ge=2)  # number of cross-validation folds (splits shared by every cell)
+    folds: list[int] | None = None  # which folds to run (default all k)
+    split_seed: int = 0
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig fields shared by every cell
+    # per-space overrides of ``train`` (e.g. a small ResNet for images, a ConvNeXt for latents)
+    space_train: dict[Literal["image", "recon", "latent"], dict[str, Any]] = Field(default_factory=dict)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    device: str = "auto"
+    examples: int = Field(6, ge=0, le=32)  # originals/reconstructions saved per pair for the report figure
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudySpec":
+        if self.folds is not None:
+            bad = [f for f in self.folds if not 0 <= f < self.k]
+            if bad:
+                raise _FieldError(("folds",), f"fold {bad[0]} is outside 0..{self.k - 1} (k={self.k})")
+        needs_ae = any(s != "image" for s in self.spaces) or any(v != "plain" for v in self.variants)
+        if needs_ae and not self.autoencoders:
+            raise _FieldError(("autoencoders",), "recon/latent spaces or non-plain variants need at least one autoencoder")
+        for dup_field in ("datasets", "autoencoders", "seeds"):
+            vals = getattr(self, dup_field)
+            if len(set(vals)) != len(vals):
+                raise _FieldError((dup_field,), "contains duplicates")
+        for where, settings in [("train", self.train)] + [(f"space_train.{s}", t) for s, t in self.space_train.items()]:
+            for key in ("dataset", "autoencoder", "space", "fold", "seed", "variant"):
+                if key in settings:
+                    raise _FieldError(tuple(where.split(".")) + (key,), "is set by the grid, not by train settings")
+        return self
+
+    @property
+    def fold_ids(self) -> list[int]:
+        return list(range(self.k)) if self.folds is None else sorted(set(self.folds))
+
+
+class _FieldError(ValueError):
+    """A cross-field problem that knows which field it belongs to."""
+
+    def __init__(self, loc: tuple, msg: str):
+        self.loc, self.msg = loc, msg
+        super().__init__(msg)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _loc(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _one_line(source: str, err: ValidationError) -> UserError:
+    e = err.errors()[0]
+    ctx_err = (e.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _FieldError):
+        loc, msg = ctx_err.loc, ctx_err.msg
+    else:
+        loc, msg = e["loc"], e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}, got {e['input']!r}"
+    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return UserError(f"{source}: {_loc(loc)}: {msg}{more}",
+                     "correct that field (the spec format is in docs/studies.md)")
+
+
+def spec_from_dict(data: Any, source: str = "study spec") -> StudySpec:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a YAML mapping at the top level", "see docs/studies.md for an example")
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise _one_line(source, err) from None
+    return spec
+
+
+def check_train_fields(spec: StudySpec, source: str = "study spec") -> None:
+    """Unknown or ill-typed ``train`` settings are caught before the study starts, not in every cell."""
+    from ..train import TrainConfig
+
+    known = set(TrainConfig.model_fields)
+    for where, settings in [("train", {})] + [(f"space_train.{s}", t) for s, t in spec.space_train.items()]:
+        merged = {**spec.train, **settings}
+        for key in merged:
+            if key not in known:
+                prefix = where if key in settings else "train"
+                raise UserError(f"{source}: {prefix}.{key}: unknown training setting",
+                                f"use one of: {', '.join(sorted(known))}")
+        try:
+            TrainConfig(dataset=spec.datasets[0], **merged)
+        except ValidationError as err:
+            e = err.errors()[0]
+            prefix = where if e["loc"] and e["loc"][0] in settings else "train"
+            raise UserError(f"{source}: {prefix}.{_loc(e['loc'])}: {e['msg']} (got {e.get('input')!r})",
+                            "correct that training setting (see latentgap.train.TrainConfig)") from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"study spec '{path}' not found", "pass a YAML file or use --preset demo")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path.name}:{where} is not valid YAML", "fix the YAML syntax") from None
+    return spec_from_dict(data, path.name)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("latentgap.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> StudySpec:
+    names = preset_names()
+    if name not in names:
+        raise UserError(f"unknown preset '{name}'", f"use one of: {', '.join(names)}")
+    text = resources.files("latentgap.presets").joinpath(f"{name}.yaml").read_text()
+    return spec_from_dict(yaml.safe_load(text), f"preset {name}")
+
+
+def spec_to_yaml(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def with_overrides(spec: StudySpec, **overrides: Any) -> StudySpec:
+    """Executor settings from the command line (None = keep the spec's value); re-validated."""
+    data = spec.model_dump(mode="json")
+    ex = data["executor"]
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("kind", "workers"):
+            ex[key] = value
+        else:
+            ex["slurm"][key] = value
+    return spec_from_dict(data, "command line")

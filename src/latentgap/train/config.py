@@ -1,0 +1,132 @@
+"""``TrainConfig``: every setting of one classifier training, resolved and hashed.
+
+Defaults are the paper's protocol (learnability-gap paper, Setup): ResNet-50 with LDAM (s = 30, largest
+margin 0.5) and DRW from epoch 10 (beta = 0.9999) for image and reconstruction space, ConvNeXt-Tiny for
+latents, up to 60 epochs with early stopping on validation balanced accuracy (patience 15), 5 folds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import UserError
+from ..io import stable_hash
+
+SPACES = ("image", "recon", "latent")
+LOSSES = ("ldam", "ce")
+AUGMENTS = ("auto", "none", "flip", "flip2", "flip+shift", "flip2+shift")
+# variant names (the study's grid) and the switch each one turns on
+VARIANT_SWITCHES = {"tuned": "hpo", "noise-conditioned": "noise_cond", "distilled": "distill"}
+DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_tiny"}
+# settings that do not change what is computed: left out of the config hash (a run may resume elsewhere)
+_NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
+
+
+class TrainConfig(BaseModel):
+    """One training: dataset x autoencoder x space x variant x fold x seed, and how to train."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    # what
+    dataset: str
+    resize: int | None = None
+    autoencoder: str | None = None
+    space: str = "image"
+    variant: str = "auto"  # "auto" = from the switches below; or plain / noise-conditioned / distilled / tuned (+-joined)
+    fold: int = Field(0, ge=0)
+    seed: int = 0
+    # folds (shared by every space and AE: latentgap.data.splits)
+    protocol: str = "kfold"
+    k: int = Field(5, ge=2)
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    splits_path: str | None = None
+    # model
+    model: str | None = None  # None: resnet50 for image/recon, convnext_tiny for latent
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)  # timm overrides, e.g. {"dims": [8, 16, 32, 64]}
+    pretrained: str = "auto"  # auto | true | false | path to a weights file
+    # optimisation
+    epochs: int = Field(60, ge=1)
+    patience: int = Field(15, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    loss: str = "ldam"
+    ldam_max_margin: float = 0.5
+    ldam_s: float = 30.0
+    drw_switch_epoch: int | None = 10
+    drw_beta: float = 0.9999
+    augment: str = "auto"  # auto: flip+shift for images/reconstructions, flip for latents
+    # FiLM noise conditioning (latent classifier)
+    noise_cond: bool = False
+    noise_schedule: str = "scaled_linear"
+    noise_beta_start: float = 0.00085
+    noise_beta_end: float = 0.012
+    noise_timesteps: int = 1000
+    noise_clean_fraction: float = Field(0.1, ge=0, le=1)
+    noise_max_fraction: float = Field(1.0, gt=0, le=1)
+    film_embed_dim: int = 256
+    # distillation from a reconstruction-space teacher
+    distill: bool = False
+    distill_alpha: float = 1.0
+    distill_temperature: float = 4.0
+    distill_teacher: str | None = None  # a finished recon-space run folder; None: train one under <root>/teachers
+    teacher_model: str | None = None
+    teacher_epochs: int | None = None
+    # Optuna search (inner split of the fold's training part)
+    hpo: bool = False
+    hpo_trials: int = Field(20, ge=1)
+    hpo_epochs: int = Field(10, ge=1)
+    hpo_inner_fraction: float = Field(0.2, gt=0, lt=0.5)
+    # where / how
+    device: str = "auto"
+    root: str | None = None
+    cache_dir: str | None = None
+    grey_to_rgb: bool = True
+    dtype: str = "float16"
+    cache_batch_size: int = 64
+    num_workers: int = 0
+
+    # ------------------------------------------------------------------ resolution
+    def resolved(self) -> "TrainConfig":
+        """Check names (one-line UserErrors) and fill ``model``, ``variant`` and ``augment``."""
+        from ..models import CLASSIFIERS
+
+        if self.space not in SPACES:
+            raise UserError(f"unknown space '{self.space}'", f"use one of: {', '.join(SPACES)}")
+        if self.loss not in LOSSES:
+            raise UserError(f"unknown loss '{self.loss}'", f"use one of: {', '.join(LOSSES)}")
+        if self.augment not in AUGMENTS:
+            raise UserError(f"unknown augmentation '{self.augment}'", f"use one of: {', '.join(AUGMENTS)}")
+        if self.protocol not in ("kfold", "official"):
+            raise UserError(f"unknown protocol '{self.protocol}'", "use kfold or official")
+        upd: dict[str, Any] = {}
+        if self.variant != "auto":
+            for part in self.variant.split("+"):
+                if part == "plain":
+                    continue
+                if part not in VARIANT_SWITCHES:
+                    raise UserError(f"unknown variant '{part}'",
+                                    f"use plain or a +-joined set of: {', '.join(VARIANT_SWITCHES)}")
+                upd[VARIANT_SWITCHES[part]] = True
+        cfg = self.model_copy(update=upd)
+        names = [name for name, switch in VARIANT_SWITCHES.items() if getattr(cfg, switch)]
+        model = cfg.model or DEFAULT_MODEL[cfg.space]
+        CLASSIFIERS.get(model)  # unknown model -> UserError listing the choices
+        if cfg.teacher_model:
+            CLASSIFIERS.get(cfg.teacher_model)
+        if cfg.space != "image" and not cfg.autoencoder:
+            raise UserError(f"the {cfg.space} space needs an autoencoder", "pass --ae NAME (e.g. --ae taef2)")
+        if cfg.distill and not cfg.autoencoder:
+            raise UserError("distillation needs an autoencoder (the teacher sees reconstructions)", "pass --ae NAME")
+        if cfg.noise_cond and not model.startswith("convnext"):
+            raise UserError(f"FiLM noise conditioning needs a ConvNeXt model, not '{model}'",
+                            "pass --model convnext_tiny (or another convnext_*)")
+        augment = cfg.augment if cfg.augment != "auto" else ("flip" if cfg.space == "latent" else "flip+shift")
+        return cfg.model_copy(update={"model": model, "variant": "+".join(names) or "plain", "augment": augment})
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the result (device and folders excluded)."""
+        return stable_hash({k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED})

@@ -1,0 +1,124 @@
+"""Hyper-parameter search for the latent classifier with Optuna (the paper's "+ HP opt." arm, Table 4).
+
+Every trial trains on an inner split of the fold's *training* part and is scored by balanced accuracy on
+the inner validation part; the fold's val and test parts are never seen (asserted). The best parameters
+then train the final model on the whole training part like any other run. Searched: learning rate,
+weight decay, ConvNeXt depth and width, augmentation and, with FiLM, the noise-level distribution.
+TPE sampling is seeded, so a search is reproducible on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import atomic_write_json, read_json
+from .config import TrainConfig
+from .loop import Augment, Batches, EarlyStopping, NoiseSampling, fit
+
+# timm's (depths, dims) of the ConvNeXt variants; the search scales these
+_CONVNEXT = {"convnext_atto": ((2, 2, 6, 2), (40, 80, 160, 320)), "convnext_nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
+             "convnext_tiny": ((3, 3, 9, 3), (96, 192, 384, 768))}
+
+
+class _Part:
+    """Positions ``pos`` of a SpaceDataset, with the same ``get_batch`` interface."""
+
+    def __init__(self, ds, pos: np.ndarray):
+        self.ds, self.pos = ds, torch.as_tensor(pos, dtype=torch.long)
+        self.targets = ds.targets[self.pos]
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def get_batch(self, p):
+        return self.ds.get_batch(self.pos[torch.as_tensor(p, dtype=torch.long)])
+
+
+def inner_split(train_ds, fold, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (inner-train, inner-val) positions inside the fold's training part only."""
+    from sklearn.model_selection import train_test_split
+
+    assert not np.intersect1d(train_ds.indices, fold.test).size, "HPO must never see the test fold"
+    assert not np.intersect1d(train_ds.indices, fold.val).size, "HPO must never see the fold's val part"
+    y = train_ds.targets.numpy()
+    strat = y if y.ndim == 1 and np.bincount(y).min() >= 2 else None
+    tr, va = train_test_split(np.arange(len(train_ds)), test_size=fraction, random_state=seed, stratify=strat)
+    return np.sort(tr), np.sort(va)
+
+
+def suggest(trial, cfg: TrainConfig) -> dict:
+    """Config updates for one trial."""
+    upd = {"lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
+           "weight_decay": trial.suggest_float("weight_decay", 1e-4, 0.1, log=True)}
+    choices = ["none", "flip", "flip2"] if cfg.space == "latent" else ["flip", "flip+shift", "flip2+shift"]
+    upd["augment"] = trial.suggest_categorical("augment", choices)
+    if cfg.model in _CONVNEXT:
+        depths, dims = cfg.model_kwargs.get("depths"), cfg.model_kwargs.get("dims")
+        base_depths, base_dims = _CONVNEXT[cfg.model]
+        depths, dims = tuple(depths or base_depths), tuple(dims or base_dims)
+        width = trial.suggest_categorical("width", [0.5, 1.0])
+        depth = trial.suggest_categorical("depth", [0.5, 1.0])
+        upd["model_kwargs"] = {**cfg.model_kwargs, "dims": [max(8, int(8 * round(d * width / 8))) for d in dims],
+                               "depths": [max(1, math.ceil(d * depth)) for d in depths]}
+    if cfg.noise_cond:
+        upd["noise_clean_fraction"] = trial.suggest_categorical("noise_clean_fraction", [0.0, 0.1, 0.3, 0.5])
+        upd["noise_max_fraction"] = trial.suggest_categorical("noise_max_fraction", [0.25, 0.5, 1.0])
+    return upd
+
+
+def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multilabel: bool,
+           device: torch.device) -> dict:
+    """Run ``cfg.hpo_trials`` Optuna trials; returns {params, config_update, best_value, values, inner sizes}."""
+    import optuna
+
+    from .run import build_loss, build_model
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tr_pos, va_pos = inner_split(train_ds, fold, cfg.hpo_inner_fraction, cfg.seed)
+    inner_tr, inner_va = _Part(train_ds, tr_pos), _Part(train_ds, va_pos)
+    labels = inner_tr.targets.numpy().astype(np.int64)
+    c, h, w = in_shape
+    updates: dict[int, dict] = {}
+
+    def objective(trial) -> float:
+        upd = suggest(trial, cfg)
+        updates[trial.number] = upd
+        tcfg = cfg.model_copy(update={**upd, "epochs": cfg.hpo_epochs, "pretrained": cfg.pretrained})
+        model = build_model(tcfg, c, num_classes, (h, w), multilabel).to(device)
+        loss_fn = build_loss(tcfg.model_copy(update={"distill": False}), labels, num_classes, multilabel).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tcfg.epochs)
+        g = torch.Generator().manual_seed(cfg.seed + trial.number)
+        noise = None
+        if tcfg.noise_cond:
+            from ..models import NoiseSchedule
+            s = NoiseSchedule(tcfg.noise_timesteps, tcfg.noise_schedule, tcfg.noise_beta_start, tcfg.noise_beta_end)
+            noise = NoiseSampling(s.to(device), tcfg.noise_clean_fraction, tcfg.noise_max_fraction)
+        stopper = fit(model, opt, sched, loss_fn,
+                      Batches(inner_tr, tcfg.batch_size, shuffle=True, generator=g, drop_last_single=True),
+                      Batches(inner_va, 4 * tcfg.batch_size), device, g, epochs=tcfg.epochs,
+                      patience=min(cfg.patience, tcfg.epochs), augment=Augment.preset(tcfg.augment), noise=noise,
+                      multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs)))
+        return float(stopper.best)
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    study.optimize(objective, n_trials=cfg.hpo_trials)
+    best = study.best_trial
+    return {"params": best.params, "config_update": updates[best.number], "best_value": best.value,
+            "values": [t.value for t in study.trials], "n_inner_train": len(tr_pos), "n_inner_val": len(va_pos)}
+
+
+def search_or_load(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multilabel: bool,
+                   device: torch.device, path: Path, config_hash: str) -> dict:
+    """:func:`search`, saved to ``path`` so that a resumed run does not search again."""
+    if path.exists():
+        d = read_json(path)
+        if d.get("config_hash") == config_hash:
+            return d
+    d = {**search(cfg, train_ds, fold, in_shape, num_classes, multilabel, device), "config_hash": config_hash}
+    atomic_write_json(path, d)
+    return d

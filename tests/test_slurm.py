@@ -1,0 +1,82 @@
+"""The Slurm executor for real: a study runs as a submitit job array on the single-node Slurm started by
+``.ci/slurm-up.sh`` (see /work/shared/slurm/README.md); its rows equal the local executor's, and a cell
+whose job is cancelled with scancel is reported as failed instead of being waited on forever."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from latentgap.study import run_study, spec_from_dict
+
+pytestmark = pytest.mark.slurm
+
+SLURM = {"partition": "debug", "cpus_per_task": 1, "mem_gb": 0.25, "time_min": 5, "array_parallelism": 2}
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if shutil.which("sinfo") is None:
+        pytest.fail("sinfo not found: start a local Slurm first with `.ci/slurm-up.sh` (and stop it with .ci/slurm-down.sh)")
+    res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if res.returncode != 0 or not {"idle", "mixed", "allocated"} & set(res.stdout.split()):
+        pytest.fail(f"Slurm is not up (sinfo: {res.stdout.strip() or res.stderr.strip()}); run `.ci/slurm-up.sh`")
+
+
+def _rows(study):
+    out = {}
+    for f in (study / "rows").glob("*.json"):
+        r = json.loads(f.read_text())
+        r.pop("task_seconds")
+        out[f.stem] = r
+    return out
+
+
+def _spec(executor, **kw):
+    return spec_from_dict({"name": "slurm-toy", "datasets": ["phantom:n=60"], "autoencoders": ["kl-builtin"], "k": 2,
+                           "seeds": [0], "executor": executor, **kw})
+
+
+def test_job_array_rows_equal_local_rows(slurm, tmp_path):
+    local = run_study(_spec({"kind": "local"}), tmp_path / "local", kind="synthetic", echo=lambda *_: None)
+    msgs = []
+    s = run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": SLURM}), tmp_path / "slurm", kind="synthetic",
+                  echo=msgs.append, live=False)
+    assert s.ok and s.ran == local.ran == 1 + 3 * 2
+    assert any("submitted 6 tasks as Slurm array" in m for m in msgs)  # cells ran as one job array
+    assert _rows(tmp_path / "slurm") == _rows(tmp_path / "local")
+    logs = list((tmp_path / "slurm" / "slurm").rglob("*_log.out"))
+    assert len(logs) >= 7  # one log per array task (1 prepare + 6 cells)
+
+
+def test_cancelled_job_is_reported_failed(slurm, tmp_path):
+    spec = _spec({"kind": "slurm", "poll_seconds": 1, "slurm": SLURM}, spaces=["image"], folds=[0],
+                 train={"sleep": 600})
+    result = {}
+    t = threading.Thread(target=lambda: result.update(s=run_study(spec, tmp_path, kind="synthetic",
+                                                                  echo=lambda *_: None, live=False)))
+    t0 = time.time()
+    t.start()
+    job = None
+    while time.time() - t0 < 90 and job is None:
+        time.sleep(1)
+        q = subprocess.run(["squeue", "-h", "-n", "latentgap", "-t", "RUNNING", "-o", "%i"], capture_output=True,
+                           text=True).stdout.split()
+        logs = list(tmp_path.rglob("*_log.out"))
+        if q and logs:  # running and started by submitit
+            job = q[0]
+    assert job, "the cell's job never started"
+    subprocess.run(["scancel", job], check=True)
+    t.join(timeout=120)
+    assert not t.is_alive(), "a cancelled job must not be waited on forever"
+    s = result["s"]
+    assert s.ran == 0 and len(s.failed) == 1
+    h, _, reason = s.failed[0]
+    assert "CANCELLED" in reason or "Uncompleted" in reason or "cancel" in reason.lower(), reason
+    assert (tmp_path / "failed" / f"{h}.json").exists() and not (tmp_path / "rows" / f"{h}.json").exists()
+    assert time.time() - t0 < 200

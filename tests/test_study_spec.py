@@ -1,0 +1,105 @@
+"""Study spec validation: every error is one line naming the file and the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from latentgap.errors import UserError
+from latentgap.study import expand_grid, load_preset, load_spec, preset_names, spec_from_dict, with_overrides
+
+BASE = dict(name="t", datasets=["phantom:n=50,size=16"], autoencoders=["kl-builtin"], k=3)
+
+
+def _err(data, source="study.yaml") -> str:
+    with pytest.raises(UserError) as e:
+        spec_from_dict(data, source)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("patch, expect", [
+    ({"datasets": ["phantom", "foo"]}, "study.yaml: datasets[1]: unknown dataset 'foo'"),
+    ({"autoencoders": ["nope"]}, "study.yaml: autoencoders[0]: unknown autoencoder 'nope'"),
+    ({"spaces": ["image", "pixels"]}, "study.yaml: spaces[1]:"),
+    ({"variants": ["plain", "fancy"]}, "study.yaml: variants[1]:"),
+    ({"k": 1}, "study.yaml: k:"),
+    ({"folds": [0, 3]}, "study.yaml: folds: fold 3 is outside 0..2"),
+    ({"executor": {"kind": "cloud"}}, "study.yaml: executor.kind:"),
+    ({"executor": {"slurm": {"time_min": 1}}}, "study.yaml: executor.slurm.time_min:"),
+    ({"colour": "red"}, "study.yaml: colour: unknown field"),
+    ({"autoencoders": []}, "study.yaml: autoencoders: recon/latent spaces"),
+    ({"seeds": [0, 0]}, "study.yaml: seeds: contains duplicates"),
+    ({"train": {"fold": 2}}, "study.yaml: train.fold: is set by the grid"),
+])
+def test_errors_name_the_field(patch, expect):
+    assert _err({**BASE, **patch}).startswith(expect)
+
+
+def test_yaml_file_errors(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(UserError, match="s.yaml: line"):
+        load_spec(p)
+    with pytest.raises(UserError, match="not found"):
+        load_spec(tmp_path / "missing.yaml")
+    p.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="top level"):
+        load_spec(p)
+
+
+def test_presets_load_and_expand():
+    assert {"demo", "shared-data", "paper"} <= set(preset_names())
+    demo = load_preset("demo")
+    prep, cells = expand_grid(demo)
+    assert len(prep) == 1 and len(cells) == 3 * 3  # 3 spaces x 3 folds x 1 seed
+    shared = load_preset("shared-data")
+    prep, cells = expand_grid(shared)
+    assert len(prep) == 6 and len(cells) == 3 * (1 + 2 * 2) * 5
+    assert {"taef2", "kl-builtin"} <= set(shared.autoencoders)
+    with pytest.raises(UserError, match="unknown preset 'nope'"):
+        load_preset("nope")
+
+
+def test_grid_hashes_are_stable_and_distinct():
+    s = spec_from_dict({**BASE, "seeds": [0, 1], "variants": ["plain", "noise-conditioned"]})
+    prep, cells = expand_grid(s)
+    hashes = [t.hash for t in prep + cells]
+    assert len(set(hashes)) == len(hashes)
+    assert [t.hash for t in expand_grid(s)[1]] == [t.hash for t in cells]
+    # image cells: one per fold x seed, shared by autoencoders; variants only in latent space
+    assert sum(t.config["space"] == "image" for t in cells) == 3 * 2
+    assert {t.config["space"] for t in cells if t.config["variant"] != "plain"} == {"latent"}
+    # executor settings do not change what a cell computes, training settings do
+    s2 = with_overrides(s, kind="slurm", partition="gpu", workers=3)
+    assert s2.executor.kind == "slurm" and s2.executor.slurm.partition == "gpu"
+    assert [t.hash for t in expand_grid(s2)[1]] == [t.hash for t in cells]
+    s3 = spec_from_dict({**BASE, "seeds": [0, 1], "variants": ["plain", "noise-conditioned"], "train": {"epochs": 3}})
+    assert not set(t.hash for t in expand_grid(s3)[1]) & set(t.hash for t in cells)
+    # per-space settings reach only that space's cells
+    s4 = spec_from_dict({**BASE, "space_train": {"latent": {"model": "convnext_atto"}}})
+    models = {t.config["space"]: t.config["train"].get("model") for t in expand_grid(s4)[1]}
+    assert models == {"image": None, "recon": None, "latent": "convnext_atto"}
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
+    from latentgap.cli import main
+
+    p = tmp_path / "study.yaml"
+    p.write_text("name: x\ndatasets: [phantom, foo]\nautoencoders: [kl-builtin]\n")
+    with pytest.raises(SystemExit) as e:
+        main(["study", str(p), "--dry-run"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: study.yaml: datasets[1]: unknown dataset 'foo'") and "\n" not in err
+
+
+def test_training_settings_checked_against_trainconfig():
+    from latentgap.study.spec import check_train_fields
+
+    with pytest.raises(UserError, match=r"^study spec: train.epochz: unknown training setting"):
+        check_train_fields(spec_from_dict({**BASE, "train": {"epochz": 3}}))
+    with pytest.raises(UserError, match=r"^study spec: train.epochs: .*'many'"):
+        check_train_fields(spec_from_dict({**BASE, "train": {"epochs": "many"}}))
+    for name in preset_names():
+        check_train_fields(load_preset(name))  # every preset's settings are valid TrainConfig fields

@@ -1,0 +1,110 @@
+"""Training loops on tensors: augmentation, determinism, early stopping, noise-conditioned evaluation."""
+
+import numpy as np
+import pytest
+import torch
+
+from latentgap.models import NoiseConditioned, NoiseSchedule, create_classifier
+from latentgap.train import Augment, Batches, EarlyStopping, LDAMLoss, NoiseSampling, evaluate, fit, train_one_epoch
+
+TINY = dict(dims=(8, 16, 16, 32), depths=(1, 1, 1, 1))
+CPU = torch.device("cpu")
+
+
+class _Tensors:
+    """A fold part as tensors, with the SpaceDataset ``get_batch`` interface."""
+
+    def __init__(self, x, y):
+        self.inputs, self.targets = x, y
+
+    def __len__(self):
+        return len(self.targets)
+
+    def get_batch(self, pos):
+        return self.inputs[pos], self.targets[pos]
+
+
+def _toy(n=96, c=4, side=8, k=3, seed=0):
+    """Latent-like data whose class is the mean of channel 0 (learnable in a few epochs)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    x = torch.randn(n, c, side, side, generator=g) * 0.5
+    x[:, 0] += (y.float() - 1.0)[:, None, None] * 1.5
+    return _Tensors(x, y)
+
+
+def _train(seed=0, epochs=3, noise=False):
+    torch.manual_seed(seed)
+    model = create_classifier("convnext_atto", 4, 3, 8, pretrained=False, cosine_head=True, **TINY)
+    if noise:
+        model = NoiseConditioned(model, 16)
+    tr, va = _toy(seed=1), _toy(48, seed=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    ns = NoiseSampling(NoiseSchedule(), 0.3, 1.0) if noise else None
+    hist = []
+    st = fit(model, opt, None, LDAMLoss([32, 32, 32]), Batches(tr, 16, shuffle=True, generator=g), Batches(va, 64),
+             CPU, g, epochs=epochs, patience=10, augment=Augment.preset("flip"), noise=ns,
+             on_epoch=lambda e, m, s: hist.append(m))
+    return model, st, hist, va
+
+
+def test_augment_flip_and_shift():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(Augment(hflip=1.0)(x, g), x.flip(3))
+    assert torch.equal(Augment(hflip=0.0, vflip=1.0)(x, g), x.flip(2))
+    assert torch.equal(Augment(hflip=0.0)(x, g), x)
+    y = Augment(hflip=0.0, shift=0.25)(x, g)  # 1-pixel reflect-padded shifts keep the shape
+    assert y.shape == x.shape
+    assert Augment.preset("none") is None
+
+
+def test_same_seed_gives_identical_training():
+    m1, s1, h1, va = _train(seed=0)
+    m2, s2, h2, _ = _train(seed=0)
+    assert h1 == [{**a, "seconds": b["seconds"]} for a, b in zip(h2, h1)]  # identical but for the clock
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+    _, _, h3, _ = _train(seed=1)
+    assert [h["train_loss"] for h in h3] != [h["train_loss"] for h in h1]
+
+
+def test_training_learns_and_early_stopping_keeps_best():
+    model, st, hist, va = _train(seed=0, epochs=6)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert st.best == max(h["val_bacc"] for h in hist)
+    model.load_state_dict(st.best_state)
+    res = evaluate(model, Batches(va, 64), CPU)
+    assert res["bacc"] == pytest.approx(st.best) and res["bacc"] > 0.6
+    assert res["probs"].shape == (48, 3) and np.allclose(res["probs"].sum(1), 1, atol=1e-5)
+
+
+def test_early_stopping_counts_patience():
+    st, m = EarlyStopping(patience=2), torch.nn.Linear(1, 1)
+    assert not st.step(0.5, 0, m) and not st.step(0.4, 1, m) and st.step(0.5, 2, m)
+    assert st.best_epoch == 0 and st.state_dict() == {"best": 0.5, "best_epoch": 0, "bad_epochs": 2}
+
+
+def test_noise_conditioned_training_reports_quartiles():
+    model, st, hist, va = _train(seed=0, epochs=2, noise=True)
+    res = evaluate(model, Batches(va, 64), CPU, noise=NoiseSchedule(), seed=0)
+    assert {"acc_q0", "acc_q1", "acc_q2", "acc_q3"} <= set(res)
+    assert all(0.0 <= res[f"acc_q{i}"] <= 1.0 for i in range(4))
+    again = evaluate(model, Batches(va, 64), CPU, noise=NoiseSchedule(), seed=0)
+    assert [again[f"acc_q{i}"] for i in range(4)] == [res[f"acc_q{i}"] for i in range(4)]
+
+
+def test_distillation_batches_carry_teacher_logits():
+    tr = _toy(10)
+    teacher = torch.randn(10, 3)
+    batches = list(Batches(tr, 4, extra=teacher))
+    assert len(batches) == 3 and torch.equal(batches[0][2], teacher[:4])
+    assert len(list(Batches(_toy(9), 4, drop_last_single=True))) == 2  # a lone last sample is skipped
+
+    torch.manual_seed(0)
+    model = create_classifier("convnext_atto", 4, 3, 8, pretrained=False, **TINY)
+    from latentgap.train import DistillationLoss
+    out = train_one_epoch(model, Batches(tr, 4, extra=teacher), torch.optim.SGD(model.parameters(), 0.01),
+                          DistillationLoss(alpha=0.5, temperature=2.0), CPU, torch.Generator().manual_seed(0))
+    assert np.isfinite(out["loss"]) and 0 <= out["acc"] <= 1

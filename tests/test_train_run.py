@@ -1,0 +1,146 @@
+"""run_training end to end on a tiny phantom with the real TAEF2 weights, and the `latentgap train` command."""
+
+import json
+
+import numpy as np
+import pytest
+
+from latentgap.cli import main
+from latentgap.errors import UserError
+from latentgap.train import TrainConfig, run_training
+from latentgap.train.distill import _check_teacher
+
+DATA = "phantom:n=90,size=32,classes=3,feature=coarse,imbalance=2"
+TINY_CONVNEXT = {"dims": [8, 16, 16, 32], "depths": [1, 1, 1, 1]}
+TINY_RESNET = {"layers": [1, 1, 1, 1]}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, shared_data):
+    return tmp_path_factory.mktemp("lg-root")
+
+
+def _cfg(root, **kw):
+    base = dict(dataset=DATA, autoencoder="taef2", space="latent", k=3, fold=0, seed=0, epochs=2, patience=5,
+                batch_size=32, model="convnext_atto", model_kwargs=TINY_CONVNEXT, pretrained="false",
+                device="cpu", root=str(root))
+    return TrainConfig(**{**base, **kw})
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    return e.value.code, err
+
+
+def test_latent_run_writes_folder_and_is_deterministic(root, tmp_path):
+    row = run_training(_cfg(root), tmp_path / "a")
+    for name in ("config.yaml", "metrics.jsonl", "result.json", "checkpoint.safetensors", "checkpoint.json",
+                 "test_probs.npy"):
+        assert (tmp_path / "a" / name).is_file(), name
+    assert len((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()) == row["epochs"] == 2
+    probs = np.load(tmp_path / "a" / "test_probs.npy")
+    assert probs.shape == (row["n_test"], 3) and row["n_test"] == 30
+    assert row["input_shape"] == [32, 4, 4] and row["space"] == "latent" and row["variant"] == "plain"
+    assert row["pretrained"] is False and row["autoencoder"] == "taef2" and len(row["recall_per_class"]) == 3
+    assert json.loads((tmp_path / "a" / "result.json").read_text())["config_hash"] == row["config_hash"]
+    # same seed, same data: identical metrics and probabilities in a fresh folder
+    again = run_training(_cfg(root), tmp_path / "b")
+    assert {k: again[k] for k in ("bacc", "auc", "mcc")} == {k: row[k] for k in ("bacc", "auc", "mcc")}
+    assert np.array_equal(np.load(tmp_path / "b" / "test_probs.npy"), probs)
+    # a finished folder is returned as is, never retrained or overwritten
+    mtime = (tmp_path / "a" / "result.json").stat().st_mtime_ns
+    assert run_training(_cfg(root), tmp_path / "a") == row
+    assert (tmp_path / "a" / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(root, tmp_path, monkeypatch, capsys):
+    full = run_training(_cfg(root, epochs=3), tmp_path / "full")
+    import latentgap.train.loop as loop
+
+    real, calls = loop.train_one_epoch, []
+
+    def crash_on_second_epoch(*a, **kw):  # an interruption during epoch 1 (counts every epoch trained)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(loop, "train_one_epoch", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_cfg(root, epochs=3), tmp_path / "cut")
+    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 0
+    assert not (tmp_path / "cut" / "result.json").exists()
+    # a checkpoint written by another configuration is refused, in the library and on the command line
+    with pytest.raises(UserError, match="another configuration"):
+        run_training(_cfg(root, epochs=3, lr=0.01), tmp_path / "cut")
+    code, err = _cli(["train", "--data", DATA, "--ae", "taef2", "--space", "latent", "--folds", "3",
+                      "--model", "convnext_atto", "--epochs", "7", "--root", str(root), "--out", str(tmp_path / "cut"),
+                      "--device", "cpu"], capsys)
+    assert code == 2 and "another configuration" in err and len(err.splitlines()) == 1
+    resumed = run_training(_cfg(root, epochs=3), tmp_path / "cut")
+    assert len(calls) == 2 + 2  # only epochs 1 and 2 were trained after the resume
+    assert {k: resumed[k] for k in ("bacc", "auc", "mcc", "best_epoch")} == \
+        {k: full[k] for k in ("bacc", "auc", "mcc", "best_epoch")}
+    assert np.array_equal(np.load(tmp_path / "cut" / "test_probs.npy"), np.load(tmp_path / "full" / "test_probs.npy"))
+
+
+def test_noise_conditioned_and_image_space_rows(root, tmp_path):
+    row = run_training(_cfg(root, noise_cond=True, film_embed_dim=16), tmp_path / "nc")
+    assert row["variant"] == "noise-conditioned" and all(f"acc_q{i}" in row for i in range(4))
+    img = run_training(_cfg(root, space="image", model="resnet18", model_kwargs=TINY_RESNET, autoencoder=None),
+                       tmp_path / "img")
+    assert img["input_shape"] == [1, 32, 32] and img["autoencoder"] is None and img["stem_stride"] == 2
+
+
+def test_distillation_teacher_cached_and_checked(root, tmp_path, capsys):
+    teacher_dir = tmp_path / "teacher"
+    t = run_training(_cfg(root, space="recon", model="resnet18", model_kwargs=TINY_RESNET, epochs=1), teacher_dir)
+    assert t["space"] == "recon"
+    row = run_training(_cfg(root, distill=True, distill_teacher=str(teacher_dir), distill_alpha=0.5), tmp_path / "st")
+    assert row["variant"] == "distilled" and row["distill"] is True
+    logits = np.load(teacher_dir / "logits-fold0-train.npy")
+    assert logits.shape == (row["n_train"], 3) and np.isfinite(logits).all()
+    manifest = json.loads((teacher_dir / "logits-fold0-train.json").read_text())
+    assert manifest["fold"] == 0 and manifest["autoencoder"] == "taef2"
+    # a teacher of another fold: one-line error, exit 2
+    code, err = _cli(["train", "--data", DATA, "--ae", "taef2", "--space", "latent", "--folds", "3", "--fold", "1",
+                      "--model", "convnext_atto", "--epochs", "1", "--distill", "--teacher", str(teacher_dir),
+                      "--root", str(root), "--out", str(tmp_path / "st1"), "--device", "cpu"], capsys)
+    assert code == 2 and "another fold" in err and len(err.splitlines()) == 1
+    # a teacher of another autoencoder
+    want = {k: t[k] for k in ("dataset_fingerprint", "splits_digest", "fold", "autoencoder", "autoencoder_sha256")}
+    with pytest.raises(UserError, match="another autoencoder"):
+        _check_teacher(t, {**want, "autoencoder": "sd-vae"}, teacher_dir)
+
+
+def test_hpo_searches_inside_training_part(root, tmp_path):
+    row = run_training(_cfg(root, hpo=True, hpo_trials=2, hpo_epochs=1, epochs=1), tmp_path / "hpo")
+    hp = json.loads((tmp_path / "hpo" / "hpo.json").read_text())
+    assert row["variant"] == "tuned" and len(hp["values"]) == 2 and row["hpo_best"] == hp["params"]
+    assert hp["n_inner_train"] + hp["n_inner_val"] == row["n_train"]
+
+
+def test_hpo_inner_split_refuses_test_samples():
+    import torch
+
+    from latentgap.data.splits import Fold
+    from latentgap.train.hpo import inner_split
+
+    class Part:
+        indices = np.arange(10)
+        targets = torch.arange(10) % 2
+    tr, va = inner_split(Part, Fold(np.arange(10), np.array([10, 11]), np.array([12, 13])), 0.2, 0)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 10
+    with pytest.raises(AssertionError, match="test fold"):
+        inner_split(Part, Fold(np.arange(10), np.array([11]), np.array([3, 12])), 0.2, 0)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--space", "pixels"], "unknown space 'pixels'"),
+    (["--model", "vgg16"], "unknown classifier 'vgg16'"),
+    (["--space", "latent"], "needs an autoencoder"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, needle, capsys, tmp_path):
+    code, err = _cli(["train", "--data", DATA, "--out", str(tmp_path / "x"), *args], capsys)
+    assert code == 2 and needle in err and len(err.splitlines()) == 1 and err.startswith("error:")
