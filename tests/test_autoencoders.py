@@ -228,13 +228,13 @@ def test_medvae_missing_package_error(monkeypatch):
         create_autoencoder("medvae:medvae_4_1_2d:xray")
 
 
-def test_registry_and_unknown_spec():
+def test_registry_and_unknown_spec(tmp_path):
     for name in ("sd-vae", "sd-vae-ft-mse", "flux1-vae", "flux2-vae", "taef2", "taesd", "medvae", "kl-builtin"):
         assert name in AUTOENCODERS
     with pytest.raises(UserError, match="neither a registered name nor an existing path"):
         create_autoencoder("no-such-autoencoder")
     with pytest.raises(UserError, match="no autoencoder"):
-        create_autoencoder(".")  # a folder without a model
+        create_autoencoder(str(tmp_path))  # a folder without a model
 
 
 def test_builtin_grey_kl():

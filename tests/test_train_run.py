@@ -1,4 +1,8 @@
-"""run_training end to end on a tiny phantom with the real TAEF2 weights, and the `latentgap train` command."""
+"""run_training end to end on a tiny phantom with the real TAEF2 weights, and the `latentgap train` command.
+
+The end-to-end trainings are marked slow (tens of seconds each on a busy 2-core CPU); the command-line
+error checks are fast.
+"""
 
 import json
 
@@ -34,6 +38,7 @@ def _cli(args, capsys):
     return e.value.code, err
 
 
+@pytest.mark.slow
 def test_latent_run_writes_folder_and_is_deterministic(root, tmp_path):
     row = run_training(_cfg(root), tmp_path / "a")
     for name in ("config.yaml", "metrics.jsonl", "result.json", "checkpoint.safetensors", "checkpoint.json",
@@ -55,6 +60,7 @@ def test_latent_run_writes_folder_and_is_deterministic(root, tmp_path):
     assert (tmp_path / "a" / "result.json").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_matches_uninterrupted_run(root, tmp_path, monkeypatch, capsys):
     full = run_training(_cfg(root, epochs=3), tmp_path / "full")
     import latentgap.train.loop as loop
@@ -85,6 +91,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(root, tmp_path, monkey
     assert np.array_equal(np.load(tmp_path / "cut" / "test_probs.npy"), np.load(tmp_path / "full" / "test_probs.npy"))
 
 
+@pytest.mark.slow
 def test_noise_conditioned_and_image_space_rows(root, tmp_path):
     row = run_training(_cfg(root, noise_cond=True, film_embed_dim=16), tmp_path / "nc")
     assert row["variant"] == "noise-conditioned" and all(f"acc_q{i}" in row for i in range(4))
@@ -93,6 +100,7 @@ def test_noise_conditioned_and_image_space_rows(root, tmp_path):
     assert img["input_shape"] == [1, 32, 32] and img["autoencoder"] is None and img["stem_stride"] == 2
 
 
+@pytest.mark.slow
 def test_distillation_teacher_cached_and_checked(root, tmp_path, capsys):
     teacher_dir = tmp_path / "teacher"
     t = run_training(_cfg(root, space="recon", model="resnet18", model_kwargs=TINY_RESNET, epochs=1), teacher_dir)
@@ -114,6 +122,7 @@ def test_distillation_teacher_cached_and_checked(root, tmp_path, capsys):
         _check_teacher(t, {**want, "autoencoder": "sd-vae"}, teacher_dir)
 
 
+@pytest.mark.slow
 def test_hpo_searches_inside_training_part(root, tmp_path):
     row = run_training(_cfg(root, hpo=True, hpo_trials=2, hpo_epochs=1, epochs=1), tmp_path / "hpo")
     hp = json.loads((tmp_path / "hpo" / "hpo.json").read_text())
@@ -130,10 +139,13 @@ def test_hpo_inner_split_refuses_test_samples():
     class Part:
         indices = np.arange(10)
         targets = torch.arange(10) % 2
-    tr, va = inner_split(Part, Fold(np.arange(10), np.array([10, 11]), np.array([12, 13])), 0.2, 0)
+
+        def __len__(self):
+            return 10
+    tr, va = inner_split(Part(), Fold(np.arange(10), np.array([10, 11]), np.array([12, 13])), 0.2, 0)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 10
     with pytest.raises(AssertionError, match="test fold"):
-        inner_split(Part, Fold(np.arange(10), np.array([11]), np.array([3, 12])), 0.2, 0)
+        inner_split(Part(), Fold(np.arange(10), np.array([11]), np.array([3, 12])), 0.2, 0)
 
 
 @pytest.mark.parametrize("args, needle", [

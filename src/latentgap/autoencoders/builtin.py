@@ -14,10 +14,10 @@ from .base import AUTOENCODERS, state_dict_sha256
 from .diffusers_kl import DiffusersKL
 
 # Defaults sized for the CPU main job (64 px phantom, a few minutes on 2 cores).
-BUILTIN_DEFAULTS = dict(width=16, depth=1, latent_channels=4, downsample=4, in_channels=1, attention=False)
+BUILTIN_DEFAULTS = dict(width=8, depth=1, latent_channels=4, downsample=4, in_channels=1, attention=False)
 
 
-def builtin_kl_config(width: int = 16, depth: int = 1, latent_channels: int = 4, downsample: int = 4,
+def builtin_kl_config(width: int = 8, depth: int = 1, latent_channels: int = 4, downsample: int = 4,
                       in_channels: int = 1, attention: bool = False) -> dict[str, Any]:
     """``AutoencoderKL`` config for the built-in model.
 
@@ -43,7 +43,7 @@ def builtin_kl_config(width: int = 16, depth: int = 1, latent_channels: int = 4,
         in_channels=in_channels, out_channels=in_channels,
         down_block_types=["DownEncoderBlock2D"] * stages, up_block_types=["UpDecoderBlock2D"] * stages,
         block_out_channels=channels, layers_per_block=depth, latent_channels=latent_channels,
-        norm_num_groups=8,  # divides every width that is a multiple of 8 (SD's 32 needs width >= 32)
+        norm_num_groups=8,  # divides every width that is a multiple of 8 (SD's 32 would need width >= 32)
         mid_block_add_attention=attention, scaling_factor=1.0, force_upcast=False,
     )
 

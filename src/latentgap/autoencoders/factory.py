@@ -20,7 +20,8 @@ from .medvae import MEDVAE_JSON, load_medvae_folder, parse_medvae_spec
 from .tiny import load_diffusers_tiny, load_tiny
 
 #: diffusers class name -> loader(spec, name=...)
-_DIFFUSERS_LOADERS = {"AutoencoderKL": load_kl, "AutoencoderKLFlux2": load_flux2, "AutoencoderTiny": load_diffusers_tiny}
+_DIFFUSERS_LOADERS = {"AutoencoderKL": load_kl, "AutoencoderKLFlux2": load_flux2,
+                      "AutoencoderTiny": load_diffusers_tiny}
 
 #: a training run folder keeps its final model here (see autoencoders/train.py)
 RUN_MODEL_DIR = "model"

@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,7 +110,8 @@ def _save_checkpoint(root: Path, module: torch.nn.Module, opt, step: int, extra:
     tmp = root / f".step-{step:07d}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp / "model.safetensors"))
+    weights = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -166,7 +166,6 @@ def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, bat
     warn = []
     if perceptual_weight > 0 and perceptual is None:
         warn.append(f"perceptual loss requested (weight {perceptual_weight}) but not used: {p_status['reason']}")
-        warnings.warn(warn[-1], stacklevel=3)
         console.print(f"[yellow]warning:[/yellow] {warn[-1]}")
     settings = {**settings, "steps": steps, "batch_size": batch_size, "lr": lr, "loss": loss,
                 "kl_weight": kl_weight, "perceptual_weight": perceptual_weight, "seed": seed,
@@ -265,7 +264,7 @@ def _open(dataset, resize):
 # ---------------------------------------------------------------- public entry points
 
 
-def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = 900, batch_size: int = 16,
+def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = 600, batch_size: int = 16,
                       lr: float = 2e-3, width: int = BUILTIN_DEFAULTS["width"], depth: int = BUILTIN_DEFAULTS["depth"],
                       latent_channels: int = BUILTIN_DEFAULTS["latent_channels"],
                       downsample: int = BUILTIN_DEFAULTS["downsample"], attention: bool = False,

@@ -31,6 +31,9 @@ import torch
 
 from ..device import synchronize
 
+# libkineto prints start/stop banners on every profile() unless told otherwise (read at its first use)
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+
 
 def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
     """Bytes of the distinct storages behind ``tensors`` (views and repeats counted once)."""
@@ -138,18 +141,24 @@ class RssWatcher:
 
 
 def measure_step_memory(step: Callable[[], object], device: torch.device,
-                        resident: Callable[[], Iterable[torch.Tensor | None]]) -> dict[str, int | None]:
+                        resident: Callable[[], Iterable[torch.Tensor | None]],
+                        prepare: Callable[[], object] | None = None) -> dict[str, int | None]:
     """Peak tensor bytes (see module doc) and RSS growth of one call of an already warmed-up ``step``.
 
     Args:
         step: one forward (or training) step; called twice (allocator pass, then RSS pass).
         device: where it runs.
         resident: returns the tensors the step owns before it starts (weights, grads, optimiser state, input).
+        prepare: called before each measured call; training steps drop their gradients here
+            (``zero_grad(set_to_none=True)``), because the CPU profiler cannot see the free of a block
+            allocated before it started, which would count the old and the new gradients both.
 
     Returns:
         {"peak_tensor_bytes", "resident_bytes", "step_peak_bytes", "rss_growth_bytes"} (the peaks are
         None on MPS, which has no peak counter).
     """
+    prepare = prepare or (lambda: None)
+    prepare()
     res = tensor_bytes(resident())
     if device.type == "cuda":
         in_step = cuda_step_peak_bytes(step, device)
@@ -157,6 +166,7 @@ def measure_step_memory(step: Callable[[], object], device: torch.device,
         in_step = cpu_step_peak_bytes(step)
     else:  # MPS has no per-step peak counter: say so rather than report a different quantity
         in_step = None
+    prepare()
     with RssWatcher() as w:
         step()
         synchronize(device)

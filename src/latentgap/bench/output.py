@@ -53,13 +53,13 @@ def render_table(result: dict) -> Table:
     title = (f"latent vs decode-then-classify @ {s['resolution']} px, batch {s['batch_size']}, {s['dtype']}, "
              f"{s['device']} ({s['device_name']}, {s['threads']} threads)")
     t = Table(title=title)
-    for col in ("case", "models", "samples/s", "[min-max]", "GFLOP/sample", "peak tensor MB", "resident MB",
+    for col in ("case", "models", "samples/s", "min-max", "samples/CPU-s", "GFLOP/sample", "peak tensor MB", "resident MB",
                 "RSS growth MB"):
         t.add_column(col, justify="left" if col in ("case", "models") else "right")
     for r in result["rows"]:
         g = r["gflops_per_sample"]
         t.add_row(r["case"], r["models"], f"{r['samples_per_s']:,.2f}",
-                  f"{r['samples_per_s_min']:,.2f}-{r['samples_per_s_max']:,.2f}",
+                  f"{r['samples_per_s_min']:,.2f}-{r['samples_per_s_max']:,.2f}", f"{r['samples_per_cpu_s']:,.2f}",
                   "n/a" if g is None else f"{g:,.2f}", _mb(r.get("peak_tensor_mb")), _mb(r.get("resident_mb")),
                   _mb(r.get("rss_growth_mb")))
     ratios, paper = result["ratios"], paper_reference()
@@ -68,8 +68,9 @@ def render_table(result: dict) -> Table:
         tp = ratios.get(f"throughput_{mode}")
         if tp is None:
             continue
+        cpu = ratios[f"throughput_cpu_time_{mode}"]
         lines.append(f"{mode}: throughput latent/decode {fmt_ratio(tp['median'])} "
-                     f"[{fmt_ratio(tp['min'])}-{fmt_ratio(tp['max'])}], FLOPs {fmt_ratio(ratios.get(f'flops_{mode}'))}, "
+                     f"(rounds {fmt_ratio(tp['min'])}-{fmt_ratio(tp['max'])}; per CPU-second {fmt_ratio(cpu['median'])}), FLOPs {fmt_ratio(ratios.get(f'flops_{mode}'))}, "
                      f"peak memory decode/latent {fmt_ratio(ratios.get(f'memory_{mode}'))}")
     lines.append(f"paper (GH200, inference): throughput {paper['throughput_ratio']}x "
                  f"({paper['latent_samples_per_s']:,} vs {paper['decode_samples_per_s']} samples/s), memory "

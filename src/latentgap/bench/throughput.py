@@ -51,7 +51,9 @@ class BenchConfig:
         dtype: "float32", "bfloat16" or "float16"; inference casts the models, training uses autocast
             with float32 master weights.
         device: "auto", "cpu", "cuda", "cuda:1", "mps".
-        iters: timed steps per case and round; warmup: untimed steps per case first.
+        iters: timed steps per case and round (at least; see min_time); warmup: untimed steps per case first.
+        min_time: each timed block lasts at least this many seconds (more steps for fast cases, as
+            estimated from the last warm-up step), so that short steps are not timed at clock resolution.
         rounds: interleaved timing rounds (the spread across rounds is the noise estimate).
         ae: ``sd-vae-random`` (diffusers ``AutoencoderKL`` with Stable Diffusion's sizes: blocks
             (128, 256, 512, 512), 2 layers per block, 4 latent channels, x8, random weights) or any
@@ -69,6 +71,7 @@ class BenchConfig:
     dtype: str = "float32"
     device: str = "auto"
     iters: int = 2
+    min_time: float = 1.0
     warmup: int = 1
     rounds: int = 2
     ae: str = SD_RANDOM
@@ -102,7 +105,10 @@ class Case:
     step: Callable[[], object]
     resident: Callable[[], list]
     gflops_per_sample: float | None = None
+    prepare: Callable[[], object] | None = None
     samples_per_s: list[float] = field(default_factory=list)
+    samples_per_cpu_s: list[float] = field(default_factory=list)
+    iters: int = 1
 
 
 # ----------------------------------------------------------------------------- decoders
@@ -227,9 +233,9 @@ def build_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[Case], dic
         opt_i = torch.optim.AdamW(img.parameters(), lr=1e-5)
 
         def train_step(model, opt, x):
+            opt.zero_grad(set_to_none=True)  # first, so last step's gradients are gone before the forward
             with amp:
                 loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             return loss
@@ -246,10 +252,10 @@ def build_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[Case], dic
         cases += [
             Case("latent_train", "latent", "train", cfg.latent_model, latent_train,
                  lambda: list(module_state_tensors(lat, optimizer=opt_l)) + [z],
-                 _flops_per_sample(None, lat, (c, h, w), True)),
+                 _flops_per_sample(None, lat, (c, h, w), True), lambda: opt_l.zero_grad(set_to_none=True)),
             Case("decode_classify_train", "decode+classify", "train", f"decoder+{cfg.image_model}",
                  decode_classify_train, lambda: list(module_state_tensors(decoder, img, optimizer=opt_i)) + [z],
-                 _flops_per_sample(decoder, img, (c, h, w), True)),
+                 _flops_per_sample(decoder, img, (c, h, w), True), lambda: opt_i.zero_grad(set_to_none=True)),
         ]
     setup = {"autoencoder": ae_desc, "latent_shape": [c, h, w], "image_shape": [img_ch, cfg.resolution, cfg.resolution],
              "weights": WEIGHTS_NOTE}
@@ -259,13 +265,15 @@ def build_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[Case], dic
 # ----------------------------------------------------------------------------- measuring
 
 
-def _seconds_per_step(step: Callable[[], object], iters: int, device: torch.device) -> float:
+def _seconds_per_step(step: Callable[[], object], iters: int, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per step. On a shared CPU the wall clock includes time the
+    scheduler gave to other processes; CPU seconds do not (with one thread they are the step's own cost)."""
     synchronize(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(iters):
         step()
     synchronize(device)
-    return (time.perf_counter() - t0) / iters
+    return (time.perf_counter() - t0) / iters, (time.process_time() - c0) / iters
 
 
 def environment(device: torch.device) -> dict:
@@ -310,16 +318,19 @@ def run_bench(cfg: BenchConfig, *, progress: Callable[[str], None] | None = None
         say(f"warm-up {case.name}")
         for _ in range(cfg.warmup):
             case.step()
-    synchronize(device)
+        wall, _ = _seconds_per_step(case.step, 1, device) if cfg.min_time > 0 else (1.0, 0.0)
+        case.iters = max(cfg.iters, math.ceil(cfg.min_time / max(wall, 1e-6)))
     for r in range(cfg.rounds):
         for case in cases:  # interleaved: load changes on a shared machine hit every case alike
-            say(f"round {r + 1}/{cfg.rounds}: {case.name}")
-            case.samples_per_s.append(cfg.batch_size / _seconds_per_step(case.step, cfg.iters, device))
+            say(f"round {r + 1}/{cfg.rounds}: {case.name} x{case.iters}")
+            wall, cpu = _seconds_per_step(case.step, case.iters, device)
+            case.samples_per_s.append(cfg.batch_size / wall)
+            case.samples_per_cpu_s.append(cfg.batch_size / cpu if cpu > 0 else float("nan"))
     mem = {}
     if cfg.memory:
         for case in cases:
             say(f"memory {case.name}")
-            mem[case.name] = measure_step_memory(case.step, device, case.resident)
+            mem[case.name] = measure_step_memory(case.step, device, case.resident, case.prepare)
     env = environment(device)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("train", "memory")}
     rows = []
@@ -328,7 +339,10 @@ def run_bench(cfg: BenchConfig, *, progress: Callable[[str], None] | None = None
         m = mem.get(case.name, {})
         rows.append({"case": case.name, "path": case.path, "mode": case.mode, "models": case.models,
                      "samples_per_s": sps["median"], "samples_per_s_min": sps["min"], "samples_per_s_max": sps["max"],
-                     "samples_per_s_rounds": case.samples_per_s, "gflops_per_sample": case.gflops_per_sample,
+                     "samples_per_s_rounds": case.samples_per_s,
+                     "samples_per_cpu_s": statistics.median(case.samples_per_cpu_s),
+                     "samples_per_cpu_s_rounds": case.samples_per_cpu_s, "timed_iters": case.iters,
+                     "gflops_per_sample": case.gflops_per_sample,
                      **{k.replace("_bytes", "_mb"): (None if v is None else v / 2**20) for k, v in m.items()},
                      **setup, **settings, **env})
     return {"rows": rows, "ratios": _ratios(cases, mem), "setup": {**setup, **settings, **env}}
@@ -343,6 +357,8 @@ def _ratios(cases: list[Case], mem: dict) -> dict:
             continue
         per_round = [a / b for a, b in zip(lat.samples_per_s, dec.samples_per_s)]
         out[f"throughput_{mode}"] = {**_spread(per_round), "rounds": per_round}
+        per_round = [a / b for a, b in zip(lat.samples_per_cpu_s, dec.samples_per_cpu_s)]
+        out[f"throughput_cpu_time_{mode}"] = {**_spread(per_round), "rounds": per_round}
         if lat.gflops_per_sample and dec.gflops_per_sample:
             out[f"flops_{mode}"] = dec.gflops_per_sample / lat.gflops_per_sample
         ml, md = mem.get(lat.name, {}).get("peak_tensor_bytes"), mem.get(dec.name, {}).get("peak_tensor_bytes")

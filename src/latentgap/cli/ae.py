@@ -62,10 +62,10 @@ def info_cmd(spec: str = typer.Argument(..., help="Registry name, hub id (owner/
 def train_cmd(
     data: str = DataOpt,
     out: Path = OutOpt,
-    steps: int = typer.Option(900, "--steps", help="Optimisation steps."),
+    steps: int = typer.Option(600, "--steps", help="Optimisation steps."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak Adam learning rate (warm-up, then cosine decay)."),
-    width: int = typer.Option(16, "--width", help="Channels of the first stage (multiple of 8); later stages x2, x4."),
+    width: int = typer.Option(8, "--width", help="Channels of the first stage (multiple of 8); later stages x2, x4."),
     depth: int = typer.Option(1, "--depth", help="ResNet blocks per stage."),
     latent_channels: int = typer.Option(4, "--latent-channels", help="Latent channels."),
     downsample: int = typer.Option(4, "--downsample", help="Spatial downsampling factor (power of two)."),

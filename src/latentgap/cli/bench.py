@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,8 @@ from rich.console import Console
 
 from . import app
 
-_console = Console()
+# rows are wide: do not squeeze them to 80 columns when the output goes to a file or a pipe
+_console = Console() if sys.stdout.isatty() else Console(width=170)
 
 
 @app.command("bench")
@@ -21,6 +23,8 @@ def bench_cmd(
                               "training uses autocast with float32 weights)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
     iters: int = typer.Option(2, "--iters", help="Timed steps per case and round."),
+    min_time: float = typer.Option(1.0, "--min-time", help="Each timed block lasts at least this many seconds "
+                                   "(fast cases run more steps)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps per case."),
     rounds: int = typer.Option(2, "--rounds", help="Interleaved timing rounds; the table shows their spread."),
     ae: str = typer.Option("sd-vae-random", "--ae", help="sd-vae-random (Stable Diffusion VAE sizes, random weights) "
@@ -45,9 +49,9 @@ def bench_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = BenchConfig(resolution=resolution, batch_size=batch_size, dtype=dtype, device=device, iters=iters,
-                      warmup=warmup, rounds=rounds, ae=ae, latent_model=latent_model, image_model=image_model,
+                      min_time=min_time, warmup=warmup, rounds=rounds, ae=ae, latent_model=latent_model, image_model=image_model,
                       train=train, memory=memory, channels_last=channels_last)
-    result = run_bench(cfg, progress=lambda msg: progress_console.log(msg))
+    result = run_bench(cfg, progress=lambda msg: progress_console.print(f"[dim]{msg}[/]"))
     _console.print(render_table(result))
     if out is not None:
         for p in save_results(result, out, name):

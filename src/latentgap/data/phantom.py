@@ -1,23 +1,24 @@
 """Built-in phantom: seeded, long-tailed, medical-looking images whose classes differ at a chosen frequency.
 
 Each image is a soft elliptical "organ" with smooth tissue texture and noise on a dark background, holding
-one lesion (several for multi-label). Every lesion has four attributes, each set by a level ``t`` in [0, 1]:
+one lesion (several for multi-label). Every lesion has three attributes, each set by a level ``t`` in [0, 1]:
 
 * ``coarse``    lesion size (radius 0.16..0.32 of the half-side) and lobulated outline (0..30 % radius ripple);
 * ``intensity`` lesion contrast against the organ (+0.10..+0.30);
 * ``fine``      orientation of a stripe texture inside the lesion at 0.30..0.45 cycles/pixel (period 2-3 px).
 
 The attribute named by ``feature`` carries the class (``t = c / (K-1)``, with jitter so neighbouring classes
-overlap); the other three are drawn at random for every image, so all images look alike and only the chosen
+overlap); the other two are drawn at random for every image, so all images look alike and only the chosen
 attribute separates classes. ``coarse``/``intensity`` survive blurring and downsampling; ``fine`` lives near
 the Nyquist limit and is exactly what an x8 autoencoder may fail to keep (the learnability-gap question).
 
 Class counts are geometric (head/tail = ``imbalance``), like the long-tailed benchmarks of the paper.
-Image ``i`` depends only on ``(seed, i)`` and the parameters: its random numbers come from a
-generator seeded with ``splitmix64(seed, i)``, so any batch composition yields identical bytes, and only the labels
+Image ``i`` depends only on ``(seed, i)`` and the parameters: its random numbers come from a generator
+seeded with ``splitmix64(seed, i)``, so any batch composition yields identical bytes, and only the labels
 (``n`` int64) are kept in RAM. The draws use torch's CPU generator, so bytes are reproducible for a given
-``PHANTOM_VERSION`` and torch's generator (stable across releases so far). With ``patients=k`` the n images are spread over ``k`` patients who share their
-organ anatomy, so patient-grouped folds matter; labels stay per image.
+``PHANTOM_VERSION`` and torch's CPU generator (unchanged across releases so far). With ``patients=k`` the
+images are spread over ``k`` patients who share their organ anatomy, so patient-grouped folds matter;
+labels stay per image.
 """
 
 from __future__ import annotations
@@ -208,15 +209,6 @@ class PhantomDataset(ImageDataset):
             img = img[:, None]
         img = img + 0.03 * noise  # (B, C, S, S)
         return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
-
-    # ------------------------------------------------------------------ for tests and docs
-    def lesion_levels(self, idx) -> dict[str, np.ndarray]:
-        """The per-attribute levels ``t`` of slot 0 (the class lesion): used to check which attribute carries the class."""
-        idx = np.atleast_1d(np.asarray(idx, np.int64))
-        u, _, _ = self._draw(idx, 1 if not self.multilabel else self.num_classes)
-        k, v = self.num_classes, u[:, 8:8 + _N_U]
-        level = np.zeros(len(idx)) if self.multilabel else self.labels[idx] / (k - 1)
-        return {f: (level if f == self.params["feature"] else v[:, 4 + n]) for n, f in enumerate(FEATURES)}
 
 
 def _mix(*keys: int) -> int:

@@ -63,6 +63,18 @@ def noise_curves(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["label", "quartile", "value", "metric"])
 
 
+def ae_training_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per autoencoder the study trained (rows of kind "autoencoder")."""
+    ae = rows[rows["kind"] == "autoencoder"]
+    out = pd.DataFrame({
+        "autoencoder": ae["autoencoder"], "data": ae["data"], "steps": ae["steps"],
+        "images": ae.get("n_train_images"), "final loss": ae.get("final_loss", pd.Series(dtype=float)).round(4),
+        "train PSNR (dB)": ae.get("train_sample_psnr_db", pd.Series(dtype=float)).round(2),
+        "seconds": ae.get("ae_train_seconds", pd.Series(dtype=float)).round(0),
+    })
+    return out.sort_values(["autoencoder", "data"]).reset_index(drop=True)
+
+
 @dataclass
 class Section:
     title: str
@@ -89,6 +101,10 @@ def build_sections(rows: pd.DataFrame, study_dir: Path) -> list[Section]:
                         "rank-biserial correlation.", tables.across_table(rows)))
     secs.append(Section("Reconstruction fidelity", "PSNR and SSIM per image, mean ± std over all images.",
                         tables.fidelity_display(rows)))
+    if (rows["kind"] == "autoencoder").any():
+        secs.append(Section("Autoencoders trained by the study",
+                            "Unsupervised (reconstruction + KL, no labels) on the images named in `data`; "
+                            "PSNR on up to 512 of its training images.", ae_training_table(rows)))
     abl = tables.ablation_table(rows)
     if len(abl):
         secs.append(Section("Latent classifier ablation", "Latent-space variants with the RS classifier as reference.",
@@ -114,6 +130,8 @@ def build_sections(rows: pd.DataFrame, study_dir: Path) -> list[Section]:
                                                            "drawn from the diffusion forward process.",
                             images=[("noise_curves", png)]))
     meta = [f"{len(res)} result rows, {int((rows['kind'] == 'fidelity').sum())} fidelity rows"]
+    if (rows["kind"] == "autoencoder").any():
+        meta.append(f"{int((rows['kind'] == 'autoencoder').sum())} autoencoders trained by the study")
     for key in ("pretrained", "image_size", "epochs", "device"):
         if key in res and res[key].notna().any():
             meta.append(f"{key}: {', '.join(sorted(map(str, res[key].dropna().unique())))}")

@@ -1,8 +1,9 @@
 """What one study task does inside a worker (in-process, a local worker process, or a Slurm array task).
 
-Two kinds of task: *prepare* (one per autoencoder x dataset: build the latent cache once, write a
-fidelity row and a small file of example originals / reconstructions for the report) and *cell* (one
-classifier training: dataset x autoencoder x space x variant x fold x seed -> one result row).
+Three kinds of task: *autoencoder* (train the built-in autoencoder once, when the spec asks for it),
+*prepare* (one per autoencoder x dataset: build the latent cache once, write a fidelity row and a small
+file of example originals / reconstructions for the report) and *cell* (one classifier training:
+dataset x autoencoder x space x variant x fold x seed -> one result row).
 
 Cell kinds: ``train`` runs ``latentgap.train.run_training`` (the real study). ``synthetic`` fits a
 scikit-learn logistic regression on seeded synthetic features: a real, deterministic, fast computation
@@ -24,13 +25,39 @@ from ..io import atomic_write, stable_hash
 
 # --------------------------------------------------------------------------- real training
 
+def autoencoder_spec(cfg: dict[str, Any], study_dir: Path) -> str:
+    """What ``create_autoencoder`` should load: the study-trained run folder, or the spec's name / path."""
+    return str(Path(study_dir) / cfg["ae_source"]) if cfg.get("ae_source") else cfg["autoencoder"]
+
+
+def train_autoencoder_task(cfg: dict[str, Any], out_dir: Path, study_dir: Path) -> dict[str, Any]:
+    """Train the built-in autoencoder on ``cfg["data"]`` into ``out_dir`` (resumes from its checkpoints)."""
+    from ..autoencoders.train import train_autoencoder
+    from ..data import open_dataset
+    from ..io import read_json
+
+    if not (out_dir / "model").is_dir():  # a killed training resumes; a finished one is never redone
+        ds = open_dataset(cfg["data"], resize=cfg["resize"])
+        t = {k: v for k, v in cfg["train"].items() if k != "data"}
+        train_autoencoder(ds, out_dir, device=cfg["device"], **t)
+    rec = read_json(out_dir / "training.json")
+    return {"steps": rec["settings"]["steps"], "ae_train_seconds": rec["train_seconds"],
+            "train_sample_psnr_db": rec["train_sample_psnr_db"], "scaling_factor": rec.get("scaling_factor"),
+            "n_train_images": rec.get("dataset", {}).get("n"), "final_loss": rec["history"][-1][1],
+            "weights_dir": str(out_dir.relative_to(study_dir)),
+            "settings": cfg["train"]}
+
+
 def train_cell(cfg: dict[str, Any], run_dir: Path, study_dir: Path) -> dict[str, Any]:
     """Train one classifier with ``latentgap.train.run_training`` and return its result row."""
     from ..train import TrainConfig, run_training
 
     c = cfg["cache"]
-    values = {**cfg["train"], "dataset": cfg["dataset"], "space": cfg["space"], "variant": cfg["variant"],
-              "autoencoder": None if cfg["space"] == "image" else cfg["autoencoder"], "fold": cfg["fold"],
+    extra = {}
+    if cfg.get("teacher_run"):  # the study's own recon cell of this fold and seed teaches the distilled cell
+        extra["distill_teacher"] = str(Path(study_dir) / cfg["teacher_run"])
+    values = {**cfg["train"], **extra, "dataset": cfg["dataset"], "space": cfg["space"], "variant": cfg["variant"],
+              "autoencoder": None if cfg["space"] == "image" else autoencoder_spec(cfg, study_dir), "fold": cfg["fold"],
               "seed": cfg["seed"], "k": cfg["k"], "split_seed": cfg["split_seed"], "val_fraction": cfg["val_fraction"],
               "resize": c["resize"], "grey_to_rgb": c["grey_to_rgb"], "dtype": c["dtype"],
               "cache_batch_size": c["batch_size"], "device": cfg["device"],
@@ -47,7 +74,7 @@ def prepare_pair(cfg: dict[str, Any], out_dir: Path, study_dir: Path) -> dict[st
 
     c = cfg["cache"]
     ds = open_dataset(cfg["dataset"], resize=c["resize"])
-    cache = ensure_cache(ds, cfg["autoencoder"], study_dir, resize=c["resize"], grey_to_rgb=c["grey_to_rgb"],
+    cache = ensure_cache(ds, autoencoder_spec(cfg, study_dir), study_dir, resize=c["resize"], grey_to_rgb=c["grey_to_rgb"],
                          dtype=c["dtype"], batch_size=c["batch_size"], device=cfg["device"], progress=False)
     row = summarize_fidelity(cache, ds, split="all")
     idx = example_indices(np.asarray(ds.labels), cfg["examples"])
@@ -134,4 +161,14 @@ def synthetic_prepare(cfg: dict[str, Any], out_dir: Path, study_dir: Path) -> di
             "cell_kind": "synthetic"}
 
 
-CELL_KINDS = {"train": (train_cell, prepare_pair), "synthetic": (synthetic_cell, synthetic_prepare)}
+def synthetic_autoencoder(cfg: dict[str, Any], out_dir: Path, study_dir: Path) -> dict[str, Any]:
+    """Stand-in for autoencoder training in smoke tests: records the call, trains nothing."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "calls.log", "a") as f:
+        f.write(f"{os.getpid()} {time.time()}\n")
+    return {"steps": 0, "cell_kind": "synthetic"}
+
+
+# kind -> (cell, prepare, autoencoder) task functions
+CELL_KINDS = {"train": (train_cell, prepare_pair, train_autoencoder_task),
+              "synthetic": (synthetic_cell, synthetic_prepare, synthetic_autoencoder)}

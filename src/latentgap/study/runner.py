@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text, read_json, stable_hash
-from .spec import IMAGE_AE, StudySpec
+from .spec import IMAGE_AE, AutoencoderEntry, StudySpec
 
 IDENTITY = ("dataset", "autoencoder", "space", "variant", "fold", "seed")
 
@@ -43,6 +43,8 @@ class Task:
     @property
     def label(self) -> str:
         c = self.config
+        if self.stage == "autoencoder":
+            return f"train autoencoder {c['label']} on {c['data']}"
         if self.stage == "prepare":
             return f"prepare {c['dataset']} x {c['autoencoder']}"
         return f"{c['dataset']} {c['autoencoder']} {c['space']} {c['variant']} fold {c['fold']} seed {c['seed']}"
@@ -50,24 +52,59 @@ class Task:
 
 # --------------------------------------------------------------------------- grid
 
-def _pair_key(spec: StudySpec, dataset: str, ae: str) -> dict[str, Any]:
-    return {"dataset": dataset, "autoencoder": ae, "cache": spec.cache.model_dump(mode="json")}
+# Tasks run in this order; a task starts only after the tasks it ``needs`` (config["needs"]) finished.
+STAGES = ("autoencoder", "prepare", "cell")
+
+
+def _ae_train_key(spec: StudySpec, ae: AutoencoderEntry, dataset: str) -> dict[str, Any] | None:
+    """What defines a study-trained autoencoder (None for a ready-made one). Training on the study dataset
+    gives one AE per dataset; training on ``train.data`` gives one AE shared by every dataset."""
+    if ae.train is None:
+        return None
+    settings = ae.train.model_dump(mode="json")
+    settings.pop("checkpoint_every")  # how often to save does not change the weights
+    return {"autoencoder": ae.name, "label": ae.key, "train": settings,
+            "data": ae.train.data or dataset, "resize": spec.cache.resize}
+
+
+def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry) -> dict[str, Any]:
+    key = {"dataset": dataset, "autoencoder": ae.key, "cache": spec.cache.model_dump(mode="json")}
+    if ae.key != ae.name or ae.train is not None:
+        key["ae"] = ae.model_dump(mode="json")
+    if (tk := _ae_train_key(spec, ae, dataset)) is not None:
+        key["ae_train"] = tk
+    return key
 
 
 def expand_grid(spec: StudySpec) -> tuple[list[Task], list[Task]]:
-    """(prepare tasks, cell tasks). Image cells need no autoencoder and are shared by all of them;
-    non-plain variants are latent-space classifiers (the paper's ablation, Table 4)."""
+    """(preparation tasks, cell tasks).
+
+    Preparation: one ``autoencoder`` task per study-trained autoencoder (per dataset, or once when it
+    trains on ``train.data``), then one ``prepare`` task per dataset x autoencoder (latent cache,
+    fidelity row, examples). Cells: image cells need no autoencoder and are shared by all of them;
+    non-plain variants are latent-space classifiers (the paper's ablation, Table 4); a distilled cell
+    takes the recon cell of its fold and seed as its teacher when the grid has one (it runs after it).
+    """
+    ae_tasks: dict[str, Task] = {}
     prepares, cells = [], []
     uses_ae = [s for s in spec.spaces if s != "image"] or any(v != "plain" for v in spec.variants)
+    pair_of: dict[tuple[str, str], Task] = {}
     for ds in spec.datasets:
         for ae in spec.autoencoders if uses_ae else []:
+            needs, source = [], None
+            if (tk := _ae_train_key(spec, ae, ds)) is not None:
+                h = "a" + stable_hash(tk)
+                ae_tasks.setdefault(h, Task("autoencoder", h, {**tk, "device": spec.device, "needs": []}))
+                needs, source = [h], f"autoencoders/{ae.key}-{h[1:]}"
             key = _pair_key(spec, ds, ae)
-            prepares.append(Task("prepare", "p" + stable_hash(key),
-                                 {**key, "examples": spec.examples, "device": spec.device}))
+            t = Task("prepare", "p" + stable_hash(key), {**key, "examples": spec.examples, "device": spec.device,
+                                                         "ae_source": source, "needs": needs})
+            prepares.append(t)
+            pair_of[(ds, ae.key)] = t
     combos = []
     for ds in spec.datasets:
         if "image" in spec.spaces:
-            combos.append((ds, IMAGE_AE, "image", "plain"))
+            combos.append((ds, None, "image", "plain"))
         for ae in spec.autoencoders:
             for space in ("recon", "latent"):
                 if space in spec.spaces:
@@ -75,18 +112,45 @@ def expand_grid(spec: StudySpec) -> tuple[list[Task], list[Task]]:
             for variant in spec.variants:
                 if variant != "plain":
                     combos.append((ds, ae, "latent", variant))
+    by_identity: dict[tuple, Task] = {}
     for ds, ae, space, variant in combos:
         for fold in spec.fold_ids:
             for seed in spec.seeds:
-                key = {"dataset": ds, "autoencoder": ae, "space": space, "variant": variant, "fold": fold,
+                name = IMAGE_AE if ae is None else ae.key
+                key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold,
                        "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
                        "train": {**spec.train, **spec.space_train.get(space, {})}}
+                pair = pair_of.get((ds, name)) if space != "image" else None
+                needs, teacher = [pair.hash] if pair else [], None
                 if space != "image":
                     key["cache"] = spec.cache.model_dump(mode="json")
+                    if "ae" in pair.config:
+                        key["ae"] = pair.config["ae"]
+                if variant == "distilled" and (ds, name, "recon", "plain", fold, seed) in by_identity:
+                    t_cell = by_identity[(ds, name, "recon", "plain", fold, seed)]
+                    key["teacher"] = t_cell.hash  # the teacher's settings are part of the student's identity
+                    needs, teacher = needs + [t_cell.hash], f"runs/{t_cell.hash}"
                 cfg = {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device,
-                       "pair": "p" + stable_hash(_pair_key(spec, ds, ae)) if space != "image" else None}
-                cells.append(Task("cell", "c" + stable_hash(key), cfg))
-    return prepares, cells
+                       "pair": pair.hash if pair else None, "ae_source": pair.config["ae_source"] if pair else None,
+                       "teacher_run": teacher, "needs": needs}
+                task = Task("cell", "c" + stable_hash(key), cfg)
+                by_identity[(ds, name, space, variant, fold, seed)] = task
+                cells.append(task)
+    return list(ae_tasks.values()) + prepares, cells
+
+
+def waves(tasks: list[Task]) -> list[list[Task]]:
+    """Split tasks into successive waves: every task's ``needs`` lie in earlier waves (grid order kept)."""
+    placed: dict[str, int] = {}
+    known = {t.hash for t in tasks}
+    out: list[list[Task]] = []
+    for t in sorted(tasks, key=lambda t: STAGES.index(t.stage)):
+        level = 1 + max((placed[n] for n in t.config.get("needs", []) if n in known), default=-1)
+        placed[t.hash] = level
+        while len(out) <= level:
+            out.append([])
+        out[level].append(t)
+    return out
 
 
 # --------------------------------------------------------------------------- one task (runs in a worker)
@@ -107,10 +171,13 @@ def run_task(study_dir: str | Path, task: Task, kind: str = "train") -> dict[str
     out = row_path(study_dir, task.hash)
     if out.exists():
         return read_json(out)
-    cell_fn, prepare_fn = CELL_KINDS[kind]
+    cell_fn, prepare_fn, ae_fn = CELL_KINDS[kind]
     t0 = time.time()
     try:
-        if task.stage == "prepare":
+        if task.stage == "autoencoder":
+            row = ae_fn(task.config, study_dir / "autoencoders" / f"{task.config['label']}-{task.hash[1:]}", study_dir)
+            row.update(kind="autoencoder", autoencoder=task.config["label"], data=task.config["data"])
+        elif task.stage == "prepare":
             row = prepare_fn(task.config, study_dir / "pairs" / task.hash, study_dir)
             row.update(kind="fidelity", dataset=task.config["dataset"], autoencoder=task.config["autoencoder"])
         else:
@@ -176,18 +243,26 @@ def grid_status(study_dir: Path, tasks: list[Task]) -> dict[str, str]:
 
 
 def select_only(prepares: list[Task], cells: list[Task], only: list[str]) -> tuple[list[Task], list[Task]]:
-    """Keep the tasks whose hash starts with one of ``only`` (and the prepare tasks those cells need)."""
-    pick = [t for t in prepares + cells if any(t.hash.startswith(o) for o in only)]
-    if len(pick) < 1 or any(not any(t.hash.startswith(o) for t in prepares + cells) for o in only):
+    """Keep the tasks whose hash starts with one of ``only`` and every task they need (caches, trained
+    autoencoders, a distillation teacher)."""
+    everything = {t.hash: t for t in prepares + cells}
+    pick = [t for t in everything.values() if any(t.hash.startswith(o) for o in only)]
+    if not pick or any(not any(h.startswith(o) for h in everything) for o in only):
         raise UserError(f"--only {' '.join(only)} matches no task of this study", "copy a hash from --dry-run output")
-    cells_sel = [t for t in pick if t.stage == "cell"]
-    needed = {t.config["pair"] for t in cells_sel} | {t.hash for t in pick if t.stage == "prepare"}
-    return [p for p in prepares if p.hash in needed], cells_sel
+    keep, todo = set(), [t.hash for t in pick]
+    while todo:
+        h = todo.pop()
+        if h not in keep:
+            keep.add(h)
+            todo.extend(everything[h].config.get("needs", []))
+    return [t for t in prepares if t.hash in keep], [t for t in cells if t.hash in keep]
 
 
 def dry_run_text(spec: StudySpec, study_dir: Path, prepares: list[Task], cells: list[Task]) -> str:
     status = grid_status(study_dir, prepares + cells)
-    lines = [f"study {spec.name} in {study_dir}: {len(prepares)} cache/fidelity tasks, {len(cells)} cells "
+    n_ae = sum(t.stage == "autoencoder" for t in prepares)
+    lines = [f"study {spec.name} in {study_dir}: {n_ae} autoencoder trainings, {len(prepares) - n_ae} "
+             f"cache/fidelity tasks, {len(cells)} cells "
              f"({len(spec.datasets)} datasets x {len(spec.autoencoders)} autoencoders x spaces {','.join(spec.spaces)} "
              f"x variants {','.join(spec.variants)} x {len(spec.fold_ids)} folds x {len(spec.seeds)} seeds)"]
     lines.append(f"{'hash':14} {'status':8} task")
@@ -226,15 +301,18 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
     summary = StudySummary(total=len(prepares) + len(cells), done_before=sum(s == "done" for s in status.values()))
     t0 = time.time()
     executor = make_executor(spec.executor, study_dir, kind, live=live, echo=echo)
-    # caches first: every cell that reads a cache starts after its pair's prepare task finished
-    failed_pairs: dict[str, str] = {}
-    for stage_tasks in (prepares, cells):
+    # autoencoders, then caches, then cells (a distilled cell after its teacher): a task starts only
+    # when every task it needs has its row; a task whose need failed is reported as blocked, not run
+    failed: dict[str, str] = {}
+    for wave in waves(prepares + cells):
         todo, blocked = [], []
-        for t in stage_tasks:
+        for t in wave:
             if status[t.hash] == "done":
                 continue
-            if t.stage == "cell" and t.config["pair"] in failed_pairs:
-                blocked.append((t.hash, t.label, f"cache task {t.config['pair']} failed: {failed_pairs[t.config['pair']]}"))
+            bad = [n for n in t.config.get("needs", []) if n in failed]
+            if bad:
+                blocked.append((t.hash, t.label, f"needed task {bad[0]} failed: {failed[bad[0]]}"))
+                failed[t.hash] = f"blocked by {bad[0]}"
             else:
                 todo.append(t)
         results = executor.run(todo, done=summary.done_before + summary.ran, total=summary.total)
@@ -244,8 +322,7 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
                 summary.ran += 1
             else:
                 summary.failed.append((t.hash, t.label, reason))
-                if t.stage == "prepare":
-                    failed_pairs[t.hash] = reason
+                failed[t.hash] = reason
         summary.failed.extend(blocked)
     summary.seconds = time.time() - t0
     return summary

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from ..errors import UserError
 from ..io import shared_data_dir
@@ -99,11 +100,68 @@ class CacheSettings(_Strict):
     batch_size: int = Field(64, ge=1)
 
 
+class AETrainSettings(_Strict):
+    """Training of the built-in autoencoder before the study encodes with it
+    (``latentgap.autoencoders.train_autoencoder``: unsupervised, reconstruction + KL; labels are never read).
+
+    ``data`` names the images it trains on: ``None`` = every image of the study dataset it is paired
+    with (one autoencoder per dataset, fitted transductively like a domain-adapted AE), or another dataset
+    spec (e.g. a phantom with another ``seed``: disjoint images from the same distribution; one autoencoder
+    shared by every study dataset). Images must have the study dataset's size and channels.
+    """
+
+    data: DatasetName | None = None
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    width: int = Field(8, ge=8, multiple_of=8)
+    depth: int = Field(1, ge=1)
+    latent_channels: int = Field(4, ge=1)
+    downsample: Literal[2, 4, 8, 16] = 4
+    attention: bool = False
+    kl_weight: float = Field(1e-6, ge=0)
+    loss: Literal["l1", "mse"] = "l1"
+    # LPIPS is used only where its VGG weights happen to be on disk: 0 keeps the AE identical on every machine
+    perceptual_weight: float = Field(0.0, ge=0)
+    seed: int = 0
+    checkpoint_every: int = Field(100, ge=1)
+
+
+class AutoencoderEntry(_Strict):
+    """One autoencoder of the grid: a name / hub id / path, optionally trained by the study first.
+
+    Written as a plain string when it is only a name (``taef2``), or as a mapping
+    ``{name: kl-builtin, label: kl-small, train: {steps: 800, width: 16}}``.
+    """
+
+    name: AutoencoderName
+    label: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+-]+$")  # row / report name (default: name)
+    train: AETrainSettings | None = None
+
+    @model_validator(mode="after")
+    def _trainable(self) -> "AutoencoderEntry":
+        if self.train is not None and self.name != "kl-builtin":
+            raise _FieldError(("train",), f"the study trains only the built-in 'kl-builtin' autoencoder, not "
+                                          f"'{self.name}' (fine-tune it with `latentgap ae finetune` and list the "
+                                          "output folder as a path)")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The autoencoder's name in rows, caches of the report and ``--dry-run``."""
+        return self.label or self.name
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # a bare name stays a bare name in study.yaml (and in the hashes derived from it)
+        return self.name if self.label is None and self.train is None else handler(self)
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     datasets: list[DatasetName] = Field(min_length=1)
-    autoencoders: list[AutoencoderName] = Field(default_factory=list)
+    autoencoders: list[AutoencoderEntry] = Field(default_factory=list)
     spaces: list[Literal["image", "recon", "latent"]] = Field(default_factory=lambda: list(SPACES), min_length=1)
     # non-plain variants are latent-space classifiers (the paper's Table 4 ablation)
     variants: list[Literal["plain", "noise-conditioned", "distilled", "tuned"]] = Field(
@@ -121,6 +179,11 @@ class StudySpec(_Strict):
     device: str = "auto"
     examples: int = Field(6, ge=0, le=32)  # originals/reconstructions saved per pair for the report figure
 
+    @field_validator("autoencoders", mode="before")
+    @classmethod
+    def _names_to_entries(cls, v: Any) -> Any:
+        return [{"name": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
+
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
         if self.folds is not None:
@@ -132,6 +195,8 @@ class StudySpec(_Strict):
             raise _FieldError(("autoencoders",), "recon/latent spaces or non-plain variants need at least one autoencoder")
         for dup_field in ("datasets", "autoencoders", "seeds"):
             vals = getattr(self, dup_field)
+            if dup_field == "autoencoders":
+                vals = [e.key for e in vals]
             if len(set(vals)) != len(vals):
                 raise _FieldError((dup_field,), "contains duplicates")
         for where, settings in [("train", self.train)] + [(f"space_train.{s}", t) for s, t in self.space_train.items()]:

@@ -16,7 +16,8 @@ from ..io import stable_hash
 
 SPACES = ("image", "recon", "latent")
 LOSSES = ("ldam", "ce")
-AUGMENTS = ("auto", "none", "flip", "flip2", "flip+shift", "flip2+shift")
+# "shift" alone is for data whose classes are not mirror-symmetric (a flip turns a stripe at 60 deg into 120 deg)
+AUGMENTS = ("auto", "none", "shift", "flip", "flip2", "flip+shift", "flip2+shift")
 # variant names (the study's grid) and the switch each one turns on
 VARIANT_SWITCHES = {"tuned": "hpo", "noise-conditioned": "noise_cond", "distilled": "distill"}
 DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_tiny"}

@@ -44,7 +44,7 @@ class Augment:
 
     @classmethod
     def preset(cls, name: str) -> "Augment | None":
-        return {"none": None, "flip": cls(0.5, 0.0, 0.0), "flip2": cls(0.5, 0.5, 0.0),
+        return {"none": None, "shift": cls(0.0, 0.0, 0.1), "flip": cls(0.5, 0.0, 0.0), "flip2": cls(0.5, 0.5, 0.0),
                 "flip+shift": cls(0.5, 0.0, 0.1), "flip2+shift": cls(0.5, 0.5, 0.1)}[name]
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:  # (B, C, H, W) -> same
