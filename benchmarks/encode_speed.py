@@ -31,13 +31,38 @@ from latentgap.io import atomic_write_json
 from latentgap.latents import encode_dataset
 
 
-def bare_forward(ae, xs: list[torch.Tensor], channels: int) -> float:
-    """Seconds for encode + decode of every in-memory batch (the adapter's own range/channel handling included)."""
-    t0 = time.perf_counter()
+def bare_forward(ae, xs: list[torch.Tensor], channels: int) -> tuple[float, float]:
+    """(wall, CPU) seconds for encode + decode of every in-memory batch (adapter range/channel handling included)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for x in xs:
             restore_channels(ae.decode(ae.encode(x)).float().clamp(0, 1), channels)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+class AETimer:
+    """Wall seconds spent inside ``ae.encode`` / ``ae.decode`` while ``encode_dataset`` runs: the in-run share
+    of the AE forward, which a shared machine's load changes far less than two separate wall-clock runs."""
+
+    def __init__(self, ae):
+        self.ae, self.seconds = ae, 0.0
+        self._enc, self._dec = ae.encode, ae.decode
+
+    def _wrap(self, fn):
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.seconds += time.perf_counter() - t0
+        return timed
+
+    def __enter__(self):
+        self.ae.encode, self.ae.decode = self._wrap(self._enc), self._wrap(self._dec)
+        return self
+
+    def __exit__(self, *exc):
+        del self.ae.encode, self.ae.decode  # back to the class methods
 
 
 def main() -> None:
@@ -61,13 +86,18 @@ def main() -> None:
     xs = [adapt_images(imgs[s:s + args.batch_size], ae.info) for s in range(0, len(ds), args.batch_size)]
     bare_forward(ae, xs[:1], ds.channels)  # warm-up
     work = Path(tempfile.mkdtemp(prefix="lg-encspeed-"))
-    bare, enc = [], []
+    bare, enc, bare_cpu, enc_cpu, share = [], [], [], [], []
     for r in range(args.repeats):
-        bare.append(bare_forward(ae, xs, ds.channels))
-        t0 = time.perf_counter()
-        encode_dataset(ds, ae, work / f"c{r}", batch_size=args.batch_size, device="cpu", progress=False)
-        enc.append(time.perf_counter() - t0)
-        print(f"repeat {r}: bare {bare[-1]:.2f} s, encode {enc[-1]:.2f} s, ratio {bare[-1] / enc[-1]:.3f}", flush=True)
+        w, c = bare_forward(ae, xs, ds.channels)
+        bare.append(w), bare_cpu.append(c)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with AETimer(ae) as tm:
+            encode_dataset(ds, ae, work / f"c{r}", batch_size=args.batch_size, device="cpu", progress=False)
+        enc.append(time.perf_counter() - t0), enc_cpu.append(time.process_time() - c0)
+        share.append(tm.seconds / enc[-1])
+        print(f"repeat {r}: bare {bare[-1]:.2f} s ({bare_cpu[-1]:.2f} CPU-s), encode {enc[-1]:.2f} s "
+              f"({enc_cpu[-1]:.2f} CPU-s); wall ratio {bare[-1] / enc[-1]:.3f}, CPU ratio {bare_cpu[-1] / enc_cpu[-1]:.3f}, "
+              f"AE share inside encode {share[-1]:.3f}", flush=True)
     prof_txt = None
     if args.profile:
         pr = cProfile.Profile()
@@ -84,6 +114,10 @@ def main() -> None:
            "image_load_seconds_all_n": load_s, "bare_seconds": bare, "encode_seconds": enc,
            "bare_images_per_s": [args.n / b for b in bare], "encode_images_per_s": [args.n / e for e in enc],
            "ratio_encode_over_bare": ratios, "ratio_median": statistics.median(ratios),
+           "bare_cpu_seconds": bare_cpu, "encode_cpu_seconds": enc_cpu,
+           "cpu_ratio": [b / e for b, e in zip(bare_cpu, enc_cpu)],
+           "ae_share_inside_encode": share, "ae_share_median": statistics.median(share),
+           "profile_top": prof_txt,
            "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__},
            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(args.out, rec)

@@ -52,11 +52,15 @@ def test_presets_load_and_expand():
     assert {"demo", "shared-data", "paper"} <= set(preset_names())
     demo = load_preset("demo")
     prep, cells = expand_grid(demo)
-    assert len(prep) == 1 and len(cells) == 3 * 3  # 3 spaces x 3 folds x 1 seed
+    # the demo trains its autoencoder first (one training task), then builds one cache
+    assert [t.stage for t in prep] == ["autoencoder", "prepare"] and len(cells) == 3 * 3  # 3 spaces x 3 folds
+    assert demo.autoencoders[0].train is not None and demo.autoencoders[0].key == "kl-builtin"
     shared = load_preset("shared-data")
     prep, cells = expand_grid(shared)
-    assert len(prep) == 6 and len(cells) == 3 * (1 + 2 * 2) * 5
-    assert {"taef2", "kl-builtin"} <= set(shared.autoencoders)
+    # kl-builtin is trained on each dataset's own images: 3 trainings + 6 caches
+    assert sum(t.stage == "autoencoder" for t in prep) == 3 and sum(t.stage == "prepare" for t in prep) == 6
+    assert len(cells) == 3 * (1 + 2 * 2) * 5
+    assert {"taef2", "kl-builtin"} <= {e.key for e in shared.autoencoders}
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         load_preset("nope")
 
@@ -103,3 +107,65 @@ def test_training_settings_checked_against_trainconfig():
         check_train_fields(spec_from_dict({**BASE, "train": {"epochs": "many"}}))
     for name in preset_names():
         check_train_fields(load_preset(name))  # every preset's settings are valid TrainConfig fields
+
+
+def test_autoencoder_entries_names_and_trained():
+    s = spec_from_dict({**BASE, "autoencoders": ["taef2", {"name": "kl-builtin", "train": {"steps": 5}},
+                                                 {"name": "kl-builtin", "label": "kl-wide", "train": {"width": 16}}]})
+    assert [e.key for e in s.autoencoders] == ["taef2", "kl-builtin", "kl-wide"]
+    dumped = s.model_dump(mode="json")["autoencoders"]
+    assert dumped[0] == "taef2" and dumped[1]["train"]["steps"] == 5  # a bare name stays a bare name
+    assert spec_from_dict(s.model_dump(mode="json")) == s  # study.yaml round-trips
+    for patch, expect in [
+        ({"autoencoders": [{"name": "taef2", "train": {"steps": 5}}]},
+         "study.yaml: autoencoders[0].train: the study trains only the built-in 'kl-builtin'"),
+        ({"autoencoders": [{"name": "kl-builtin", "train": {"stepz": 5}}]},
+         "study.yaml: autoencoders[0].train.stepz: unknown field"),
+        ({"autoencoders": [{"name": "kl-builtin", "train": {"width": 12}}]},
+         "study.yaml: autoencoders[0].train.width:"),
+        ({"autoencoders": ["kl-builtin", {"name": "kl-builtin", "train": {}}]},
+         "study.yaml: autoencoders: contains duplicates"),
+    ]:
+        assert _err({**BASE, **patch}).startswith(expect), patch
+
+
+def test_trained_autoencoder_tasks_and_dependencies():
+    from latentgap.study.runner import select_only, waves
+
+    trained = {"name": "kl-builtin", "train": {"steps": 5}}
+    s = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
+                        "autoencoders": ["taef2", trained], "variants": ["plain", "distilled"]})
+    prep, cells = expand_grid(s)
+    ae_tasks = [t for t in prep if t.stage == "autoencoder"]
+    assert len(ae_tasks) == 2 and {t.config["data"] for t in ae_tasks} == set(s.datasets)  # one per dataset
+    for p in prep:
+        if p.stage == "prepare":
+            assert (p.config["ae_source"] is None) == (p.config["autoencoder"] == "taef2")
+            assert all(n in {t.hash for t in ae_tasks} for n in p.config["needs"])
+    # a shared training set gives one autoencoder for every dataset
+    shared = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
+                             "autoencoders": [{"name": "kl-builtin", "train": {"steps": 5, "data": "phantom:n=40,size=16,seed=1"}}]})
+    assert sum(t.stage == "autoencoder" for t in expand_grid(shared)[0]) == 1
+    # distilled cells are taught by the recon cell of their fold and seed, and run after it
+    by_hash = {t.hash: t for t in prep + cells}
+    dist = [t for t in cells if t.config["variant"] == "distilled"]
+    assert len(dist) == 2 * 2 * 3
+    for t in dist:
+        teacher = by_hash[t.config["teacher_run"].split("/")[1]]
+        assert teacher.config["space"] == "recon" and teacher.hash in t.config["needs"]
+        assert all(teacher.config[k] == t.config[k] for k in ("dataset", "autoencoder", "fold", "seed"))
+    levels = {t.hash: i for i, w in enumerate(waves(prep + cells)) for t in w}
+    for t in prep + cells:
+        assert all(levels[n] < levels[t.hash] for n in t.config["needs"])
+    assert max(levels.values()) == 3  # autoencoder -> cache -> cells -> distilled cells
+    # --only pulls in everything a task needs (teacher, cache, autoencoder training)
+    kl_student = next(t for t in dist if t.config["autoencoder"] == "kl-builtin")
+    p_sel, c_sel = select_only(prep, cells, [kl_student.hash])
+    assert {t.stage for t in p_sel} == {"autoencoder", "prepare"} and len(c_sel) == 2
+    # training settings of the autoencoder change the identity of its cache and cells, not of image cells
+    s2 = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
+                         "autoencoders": ["taef2", {"name": "kl-builtin", "train": {"steps": 6}}],
+                         "variants": ["plain", "distilled"]})
+    changed = {t.hash for t in expand_grid(s2)[1]} ^ {t.hash for t in cells}
+    assert len(changed) == 2 * (2 * 3 * 3) and all(h not in {t.hash for t in cells if t.config["space"] == "image"}
+                                                       for h in changed)

@@ -19,10 +19,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # joins wrapped docstring lines into paragraphs
 )
 
 # One module per command group; each registers its commands on `app` when imported.
-_COMMAND_MODULES: list[str] = ["data", "encode", "study", "report", "train", "ae", "bench"]
+_COMMAND_MODULES: list[str] = ["data", "ae", "encode", "train", "study", "report", "bench"]
 
 for _mod in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_mod}")

@@ -81,7 +81,7 @@ def prepare_pair(cfg: dict[str, Any], out_dir: Path, study_dir: Path) -> dict[st
     if len(idx):
         save_examples(out_dir / "examples.npz", ds.load_uint8(idx), np.asarray(cache.recon[idx]),
                       np.asarray(ds.labels)[idx], cfg)
-    row["cache_dir"] = str(cache.path)
+    row["cache_dir"] = str(Path(cache.path).relative_to(study_dir))  # rows never hold absolute paths
     return row
 
 

@@ -227,17 +227,22 @@ def _loc(loc) -> str:
     return out or "(top level)"
 
 
-def _one_line(source: str, err: ValidationError) -> UserError:
+def _one_line(source: str, err: ValidationError, data: Any = None) -> UserError:
     e = err.errors()[0]
     ctx_err = (e.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _FieldError):
-        loc, msg = ctx_err.loc, ctx_err.msg
+        loc, msg = tuple(e["loc"]) + ctx_err.loc, ctx_err.msg  # a nested model's check is relative to it
     else:
         loc, msg = e["loc"], e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "literal_error":
             msg = f"{msg}, got {e['input']!r}"
+    loc = tuple(loc)
+    if loc[:1] == ("autoencoders",) and loc[-1:] == ("name",) and len(loc) == 3 and isinstance(data, dict):
+        entries = data.get("autoencoders")
+        if isinstance(entries, list) and loc[1] < len(entries) and isinstance(entries[loc[1]], str):
+            loc = loc[:2]  # the user wrote a bare name, not a mapping: point at the entry itself
     more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
     return UserError(f"{source}: {_loc(loc)}: {msg}{more}",
                      "correct that field (the spec format is in docs/studies.md)")
@@ -249,7 +254,7 @@ def spec_from_dict(data: Any, source: str = "study spec") -> StudySpec:
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as err:
-        raise _one_line(source, err) from None
+        raise _one_line(source, err, data) from None
     return spec
 
 

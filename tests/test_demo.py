@@ -1,0 +1,144 @@
+"""A real, tiny study end to end: the study trains the built-in autoencoder, encodes, trains image /
+reconstruction / latent (and distilled) classifiers, writes the report, and the report renders in
+headless Chromium. Then the same with SIGKILL midway: the resumed study's rows equal an uninterrupted
+run's and no finished task is trained twice.
+
+Everything is real training at toy scale (16 px phantom, a few AE steps, 2 epochs, narrow networks), so
+the numbers mean nothing; what is checked is the plumbing between the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentgap.reports import build_report
+from latentgap.study import run_study, spec_from_dict
+
+from test_report import _CHECK_JS, CHROMIUM
+
+NARROW_RESNET = {"model": "resnet18", "model_kwargs": {"channels": [8, 16, 16, 16]}}
+TINY = dict(
+    name="tiny", datasets=["phantom:n=48,size=16,classes=2,imbalance=2,feature=intensity"],
+    autoencoders=[{"name": "kl-builtin", "train": {"steps": 6, "batch_size": 8, "checkpoint_every": 2}}],
+    spaces=["image", "recon", "latent"], k=2, seeds=[0],
+    train={"epochs": 2, "batch_size": 16, "pretrained": "false", "drw_switch_epoch": 1},
+    space_train={"image": NARROW_RESNET, "recon": NARROW_RESNET,
+                 "latent": {"model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 16, 16]}}},
+    cache={"dtype": "float32", "batch_size": 16}, device="cpu", examples=4)
+
+# differ between two runs of the same task (timings, the absolute folders of two studies)
+VOLATILE = {"task_seconds", "train_seconds", "seconds_per_epoch", "ae_train_seconds"}
+
+
+def _rows(study: Path) -> dict[str, dict]:
+    return {f.stem: {k: v for k, v in json.loads(f.read_text()).items() if k not in VOLATILE}
+            for f in (study / "rows").glob("*.json")}
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_tiny_real_study_report_renders(tmp_path):
+    spec = spec_from_dict({**TINY, "variants": ["plain", "distilled"]})
+    s = run_study(spec, tmp_path, echo=lambda *_: None, live=False)
+    assert s.ok, s.failed
+    rows = _rows(tmp_path)
+    kinds = [r["kind"] for r in rows.values()]
+    assert kinds.count("autoencoder") == 1 and kinds.count("fidelity") == 1 and kinds.count("result") == 4 * 2
+    ae_row = next(r for r in rows.values() if r["kind"] == "autoencoder")
+    assert ae_row["steps"] == 6 and (tmp_path / ae_row["weights_dir"] / "model" / "config.json").is_file()
+    res = [r for r in rows.values() if r["kind"] == "result"]
+    # every recon/latent cell and the cache read the autoencoder the study trained, not a random one
+    trained_sha = {r["autoencoder_sha256"] for r in res if r["space"] != "image"}
+    assert len(trained_sha) == 1 and all(r["autoencoder"] == "kl-builtin" for r in res if r["space"] != "image")
+    caches = list((tmp_path / "caches").iterdir())
+    assert len(caches) == 1 and json.loads((caches[0] / "manifest.json").read_text())["autoencoder"][
+        "weights_sha256"] == trained_sha.pop()
+    assert {(r["space"], r["variant"]) for r in res} == {("image", "plain"), ("recon", "plain"),
+                                                        ("latent", "plain"), ("latent", "distilled")}
+    # distilled cells were taught by the study's recon cells: logits cached there, no extra teacher trained
+    assert not (tmp_path / "teachers").exists()
+    for r in res:
+        if r["variant"] == "distilled":
+            recon = next(t for t in res if t["space"] == "recon" and t["fold"] == r["fold"])
+            assert (tmp_path / "runs" / recon["task_hash"] / f"logits-fold{r['fold']}-train.npy").is_file()
+    assert all(0 <= r["bacc"] <= 1 and r["epochs"] == 2 for r in res)
+
+    paths = build_report(tmp_path)
+    md = paths["md"].read_text()
+    assert "## Autoencoders trained by the study" in md and "| kl-builtin |" in md
+    html = paths["html"].read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", _CHECK_JS))
+    res_ = subprocess.run(CHROMIUM + [f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=5000",
+                                      "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r"images (\d+)/(\d+) tables (\d+) rows (\d+)", res_.stdout)
+    assert m, f"check script did not run; chromium stderr: {res_.stderr[-500:]}"
+    ok, total, n_tables, n_rows = map(int, m.groups())
+    # figures: PSNR vs gap and the originals / reconstructions grid, both decoded by the browser
+    assert total == 2 and ok == total
+    # main results, paired tests, across pairs, fidelity, AE training, ablation, per-class recall
+    assert n_tables == html.count("<table") == 7 and n_rows >= 4 + 2 + 1 + 1 + 1
+    assert "Main results" in res_.stdout and "kl-builtin" in res_.stdout
+
+
+_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from latentgap.study import run_study, spec_from_dict
+run_study(spec_from_dict({spec!r}), sys.argv[1], live=False)
+"""
+
+
+def _mtimes(study: Path) -> dict[str, int]:
+    files = list((study / "runs").glob("*/checkpoint.safetensors")) + list((study / "autoencoders").glob("*/model/*"))
+    return {str(p.relative_to(study)): p.stat().st_mtime_ns for p in files}
+
+
+@pytest.mark.slow
+def test_sigkill_real_training_resumes_to_identical_rows(tmp_path):
+    spec = dict(TINY, train={**TINY["train"], "epochs": 3})
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT.format(spec=spec))
+    killed, ref = tmp_path / "killed", tmp_path / "ref"
+    proc = subprocess.Popen([sys.executable, str(script), str(killed)], stdout=subprocess.DEVNULL)
+    # kill while a classifier is mid-training: the autoencoder, the cache and two cells are done and the
+    # third cell has written at least one epoch checkpoint
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        done = {f.stem for f in (killed / "rows").glob("*.json")}
+        running = [p.parent.name for p in (killed / "runs").glob("*/checkpoint.json") if p.parent.name not in done]
+        if len(done) >= 4 and running:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = {f.stem for f in (killed / "rows").glob("*.json")}
+    assert 4 <= len(done_at_kill) < 8, "the study must be killed midway"
+    running_log = {h: (killed / "runs" / h / "metrics.jsonl").read_text()
+                   for h in running if (killed / "runs" / h / "metrics.jsonl").exists()}
+    assert running_log, "a cell was mid-training"
+    before = _mtimes(killed)
+    finished_runs = {k: v for k, v in before.items() if k.split("/")[1] in done_at_kill or k.startswith("autoencoders")}
+    subprocess.run([sys.executable, str(script), str(killed)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, str(script), str(ref)], check=True, stdout=subprocess.DEVNULL)
+    rows_killed, rows_ref = _rows(killed), _rows(ref)
+    assert len(rows_ref) == 1 + 1 + 3 * 2 and rows_killed == rows_ref
+    after = _mtimes(killed)
+    for k, v in finished_runs.items():  # a finished cell or autoencoder was never trained (written) again
+        assert after[k] == v, f"{k} was rewritten after the resume"
+    # the interrupted cell continued from its checkpoint (its logged epochs, with their timings, are kept)
+    # instead of starting over, and predicts exactly what the uninterrupted cell predicts
+    for h, log in running_log.items():
+        new = (killed / "runs" / h / "metrics.jsonl").read_text()
+        assert new.startswith(log) and [json.loads(ln)["epoch"] for ln in new.splitlines()] == [0, 1, 2]
+        assert np.array_equal(np.load(killed / "runs" / h / "test_probs.npy"), np.load(ref / "runs" / h / "test_probs.npy"))
