@@ -78,8 +78,9 @@ def test_fold_stats_are_training_part_statistics(built):
     np.testing.assert_array_equal(mean, m2)
     # the latent space is normalised with exactly these statistics
     lat = space_dataset("latent", ds, cache, splits, 1, "train")
-    assert lat.inputs.shape[1:] == input_spec("latent", ds, cache) == (32, 4, 4)
-    flat = lat.inputs.double().permute(1, 0, 2, 3).reshape(32, -1)
+    z, _ = lat.get_batch(np.arange(len(lat)))
+    assert z.shape[1:] == input_spec("latent", ds, cache) == (32, 4, 4)
+    flat = z.double().permute(1, 0, 2, 3).reshape(32, -1)
     np.testing.assert_allclose(flat.mean(1).numpy(), 0, atol=1e-4)
     np.testing.assert_allclose(flat.std(1, unbiased=False).numpy(), 1, atol=1e-3)
 
@@ -94,6 +95,10 @@ def test_spaces_share_indices_and_labels(built):
     assert torch.equal(img.targets, rec.targets) and torch.equal(img.targets, lat.targets)
     x, y = img[3]
     assert torch.equal(x, ds.load(img.indices[3:4])[0]) and y.item() == ds.labels[img.indices[3]]
+    # positioned reads return exactly the cached rows, in the requested order (repeats allowed)
+    pos = np.array([5, 0, 5, 2])
+    xr, _ = rec.get_batch(pos)
+    assert torch.equal(xr, torch.from_numpy(np.asarray(cache.recon[rec.indices[pos]])).permute(0, 3, 1, 2) / 255.0)
     xb, _ = rec.get_batch([0, 1])
     assert xb.shape == (2, 1, 32, 32) and xb.dtype == torch.float32 and 0 <= xb.min() and xb.max() <= 1
     with pytest.raises(UserError, match="unknown space"):

@@ -169,3 +169,12 @@ def test_trained_autoencoder_tasks_and_dependencies():
     changed = {t.hash for t in expand_grid(s2)[1]} ^ {t.hash for t in cells}
     assert len(changed) == 2 * (2 * 3 * 3) and all(h not in {t.hash for t in cells if t.config["space"] == "image"}
                                                        for h in changed)
+
+
+def test_untrained_builtin_autoencoder_is_refused_for_real_studies(tmp_path):
+    from latentgap.study import run_study
+
+    with pytest.raises(UserError, match=r"autoencoders\[0\]: 'kl-builtin' without train settings"):
+        run_study(spec_from_dict(BASE), tmp_path, dry_run=True)
+    trained = spec_from_dict({**BASE, "autoencoders": [{"name": "kl-builtin", "train": {"steps": 5}}]})
+    assert "1 autoencoder trainings, 1 cache/fidelity tasks, 9 cells" in run_study(trained, tmp_path, dry_run=True)

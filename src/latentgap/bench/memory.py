@@ -31,8 +31,8 @@ import torch
 
 from ..device import synchronize
 
-# libkineto prints start/stop banners on every profile() unless told otherwise (read at its first use)
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+# libkineto prints "profiler_start/stop" banners to stderr on every profile(); export KINETO_LOG_LEVEL=5
+# before starting Python to silence them (setting it from here is too late: torch reads it at import).
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:

@@ -35,6 +35,7 @@ from ..errors import UserError
 from ..io import atomic_write_json, read_json, stable_hash
 from ..progress import progress_bar
 from .fidelity import psnr, ssim
+from .spaces import NpyRows
 
 FORMAT_VERSION = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -100,14 +101,11 @@ class LatentCache:
             d = read_json(path)
             return np.asarray(d["mean"]), np.asarray(d["std"])
         idx = np.sort(np.asarray(splits.folds[fold].train))
+        rows = NpyRows(self.path / "latents.npy")  # positioned reads: memory bounded by one block
         c = self.latent_shape[0]
         s1, s2, cnt = np.zeros(c), np.zeros(c), 0
         for start in range(0, len(idx), 2048):
-            # a fresh map per block, dropped right after: resident pages (and RSS) stay bounded
-            # instead of growing with the size of the cache
-            lat = self.latents
-            z = np.asarray(lat[idx[start:start + 2048]], dtype=np.float64)  # (b, c, h, w)
-            del lat
+            z = rows(idx[start:start + 2048]).astype(np.float64)  # (b, c, h, w)
             s1 += z.sum(axis=(0, 2, 3))
             s2 += (z * z).sum(axis=(0, 2, 3))
             cnt += z.shape[0] * z.shape[2] * z.shape[3]

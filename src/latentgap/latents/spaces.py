@@ -12,6 +12,7 @@ branches on the space (the classifier builder chooses the architecture from the 
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import numpy as np
@@ -30,48 +31,85 @@ def _check_space(space: str) -> None:
         raise UserError(f"unknown space '{space}'", f"use one of: {', '.join(SPACES)}")
 
 
-class SpaceDataset(Dataset):
-    """Inputs of one fold part in one space.
+class NpyRows:
+    """Read rows of a ``.npy`` file with positioned reads (``os.preadv``), not a memory map.
 
-    The part is gathered into memory once (uint8 for images and reconstructions, float32 normalised
-    latents), so an epoch does no disk I/O and no autoencoder call. ``get_batch`` returns whole float
-    batches without per-item Python overhead, for fast loops.
+    A memory map keeps every page it has touched resident in the process, so an epoch over a large
+    cache would grow the RSS by the size of the cache; positioned reads go through the page cache
+    and leave the process's memory at one batch. Runs of consecutive rows are read in one call.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        mm = np.load(self.path, mmap_mode="r")
+        self.offset, self.dtype, self.shape = int(mm.offset), mm.dtype, tuple(mm.shape)
+        del mm
+        self.row_bytes = int(self.dtype.itemsize * int(np.prod(self.shape[1:])))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (any order, repeats allowed) as an array (len(idx), *row_shape)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        if len(idx) == 0:
+            return out
+        order = np.argsort(idx, kind="stable")
+        srt = idx[order]
+        tmp = np.empty_like(out)
+        raw = tmp.reshape(len(idx), -1).view(np.uint8)  # (n, row_bytes)
+        breaks = np.flatnonzero(np.diff(srt) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(srt)]):
+                buf = raw[lo:hi].reshape(-1)
+                got = os.preadv(fd, [buf], self.offset + int(srt[lo]) * self.row_bytes)
+                if got != buf.nbytes:
+                    raise OSError(f"short read from {self.path}")
+        finally:
+            os.close(fd)
+        out[order] = tmp
+        return out
+
+
+class SpaceDataset(Dataset):
+    """Inputs of one fold part in one space, read per batch.
+
+    Nothing is copied into memory up front: images come from the dataset (``load_uint8``), recon-
+    structions and latents from the cache files by positioned reads, so memory does not grow with the
+    dataset (data wait stays far below a training step; see benchmarks/). Latents are normalised per
+    batch with the fold's training statistics. ``get_batch`` returns whole float batches.
 
     Attributes:
         indices: (n,) positions in the dataset.
-        inputs: (n, C, H, W) uint8 tensor (image/recon) or float32 tensor (latent).
         targets: (n,) long or (n, L) float tensor.
     """
 
-    def __init__(self, space: str, indices: np.ndarray, inputs: torch.Tensor, targets: torch.Tensor):
-        self.space, self.indices, self.inputs, self.targets = space, indices, inputs, targets
+    def __init__(self, space: str, indices: np.ndarray, read, targets: torch.Tensor,
+                 mean: np.ndarray | None = None, std: np.ndarray | None = None):
+        self.space, self.indices, self.targets = space, np.asarray(indices, dtype=np.int64), targets
+        self._read = read  # rows of the source for dataset indices -> uint8 (b, H, W, C) or float (b, c, h, w)
+        self._mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)[None, :, None, None]
+        self._std = None if std is None else torch.as_tensor(std, dtype=torch.float32)[None, :, None, None]
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+    def _inputs(self, idx: np.ndarray) -> torch.Tensor:
+        rows = self._read(idx)
+        if rows.dtype == np.uint8:  # images / reconstructions (b, H, W, C) -> (b, C, H, W) in [0, 1]
+            return torch.from_numpy(rows).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        z = torch.from_numpy(np.asarray(rows, dtype=np.float32))  # latents (b, c, h, w)
+        return (z - self._mean) / self._std
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._to_float(self.inputs[i]), self.targets[i]
+        return self._inputs(self.indices[i:i + 1])[0], self.targets[i]
 
     def get_batch(self, positions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Float inputs (B, C, H, W) and targets for positions 0..n-1 of this part."""
         positions = torch.as_tensor(positions, dtype=torch.long)
-        return self._to_float(self.inputs[positions]), self.targets[positions]
-
-
-def _gather(source, idx: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Rows ``idx`` of an array-like or of ``ds.load_uint8``, read in sorted chunks (memmap friendly)."""
-    order = np.argsort(idx, kind="stable")
-    out = None
-    for s in range(0, len(idx), chunk):
-        sel = order[s:s + chunk]
-        rows = source(idx[sel]) if callable(source) else np.asarray(source[idx[sel]])
-        if out is None:
-            out = np.empty((len(idx), *rows.shape[1:]), dtype=rows.dtype)
-        out[sel] = rows
-    return out
+        return self._inputs(self.indices[positions.numpy()]), self.targets[positions]
 
 
 def _targets(ds, idx: np.ndarray) -> torch.Tensor:
@@ -102,17 +140,13 @@ def space_dataset(space: str, ds, cache, splits, fold: int, part: str) -> SpaceD
             raise UserError(f"latent cache '{cache.path}' was made from another dataset than '{ds.name}'",
                             "use the cache built for this dataset (drop --cache to let latentgap find it)")
     if space == "image":
-        x = torch.from_numpy(_gather(ds.load_uint8, idx)).permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
-    elif space == "recon":
-        if cache.recon is None:
+        return SpaceDataset(space, idx, ds.load_uint8, _targets(ds, idx))
+    if space == "recon":
+        if not cache.manifest["with_recon"]:
             raise UserError(f"cache '{cache.path}' has no reconstructions", "re-encode without --no-recon")
-        x = torch.from_numpy(_gather(cache.recon, idx)).permute(0, 3, 1, 2).contiguous()
-    else:
-        mean, std = cache.fold_stats(splits, fold)
-        z = _gather(cache.latents, idx).astype(np.float32)  # (n, c, h, w)
-        z = (z - mean[None, :, None, None].astype(np.float32)) / std[None, :, None, None].astype(np.float32)
-        x = torch.from_numpy(z)
-    return SpaceDataset(space, idx, x, _targets(ds, idx))
+        return SpaceDataset(space, idx, NpyRows(cache.path / "recon.npy"), _targets(ds, idx))
+    mean, std = cache.fold_stats(splits, fold)
+    return SpaceDataset(space, idx, NpyRows(cache.path / "latents.npy"), _targets(ds, idx), mean, std)
 
 
 def input_spec(space: str, ds, cache=None) -> tuple[int, int, int]:

@@ -67,8 +67,8 @@ def ae_training_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per autoencoder the study trained (rows of kind "autoencoder")."""
     ae = rows[rows["kind"] == "autoencoder"]
     out = pd.DataFrame({
-        "autoencoder": ae["autoencoder"], "data": ae["data"], "steps": ae["steps"],
-        "images": ae.get("n_train_images"), "final loss": ae.get("final_loss", pd.Series(dtype=float)).round(4),
+        "autoencoder": ae["autoencoder"], "data": ae["data"], "steps": ae["steps"].astype("Int64"),
+        "images": ae.get("n_train_images", pd.Series(dtype=float)).astype("Int64"), "final loss": ae.get("final_loss", pd.Series(dtype=float)).round(4),
         "train PSNR (dB)": ae.get("train_sample_psnr_db", pd.Series(dtype=float)).round(2),
         "seconds": ae.get("ae_train_seconds", pd.Series(dtype=float)).round(0),
     })
@@ -134,7 +134,7 @@ def build_sections(rows: pd.DataFrame, study_dir: Path) -> list[Section]:
         meta.append(f"{int((rows['kind'] == 'autoencoder').sum())} autoencoders trained by the study")
     for key in ("pretrained", "image_size", "epochs", "device"):
         if key in res and res[key].notna().any():
-            meta.append(f"{key}: {', '.join(sorted(map(str, res[key].dropna().unique())))}")
+            meta.append(f"{key}: {', '.join(sorted(set(map(str, res[key].dropna()))))}")  # values may be lists
     secs.insert(0, Section("Study", "; ".join(meta) + "."))
     return secs
 

@@ -286,10 +286,11 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
     """
     from .executors import make_executor
 
-    from .spec import check_train_fields
+    from .spec import check_autoencoders_trained, check_train_fields
 
     if kind == "train":
         check_train_fields(spec)
+        check_autoencoders_trained(spec)
     study_dir = Path(study_dir).resolve()
     prepares, cells = expand_grid(spec)
     if only:

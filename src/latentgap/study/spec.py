@@ -258,6 +258,17 @@ def spec_from_dict(data: Any, source: str = "study spec") -> StudySpec:
     return spec
 
 
+def check_autoencoders_trained(spec: StudySpec, source: str = "study spec") -> None:
+    """A bare ``kl-builtin`` has fresh random weights every time it is built: every cache and cell of a
+    study would see another autoencoder. Studies must train it (``train:``) or load a trained folder."""
+    for i, ae in enumerate(spec.autoencoders):
+        if ae.name == "kl-builtin" and ae.train is None:
+            raise UserError(f"{source}: autoencoders[{i}]: 'kl-builtin' without train settings is an untrained, "
+                            "randomly initialised network",
+                            "write it as {name: kl-builtin, train: {steps: 600}} (trained by the study), or list "
+                            "the folder of a `latentgap ae train` run")
+
+
 def check_train_fields(spec: StudySpec, source: str = "study spec") -> None:
     """Unknown or ill-typed ``train`` settings are caught before the study starts, not in every cell."""
     from ..train import TrainConfig
