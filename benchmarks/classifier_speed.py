@@ -37,6 +37,7 @@ def timed_fold(data: str, space: str, model: str, ae: str | None, epochs: int, w
     run = work / "runs" / f"speed-{data}-{space}-e{epochs}"
     if (run / "result.json").exists():
         raise SystemExit(f"{run} is finished already: delete it to time again (a finished run is not retrained)")
+    load0 = [round(v, 2) for v in __import__("os").getloadavg()]
     w0, c0 = time.perf_counter(), time.process_time()
     row = run_training(cfg, run)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -47,7 +48,7 @@ def timed_fold(data: str, space: str, model: str, ae: str | None, epochs: int, w
             "mean_seconds_per_epoch_wall": round(sum(per_epoch) / len(per_epoch), 2),
             "fold_wall_seconds": round(wall, 2), "fold_cpu_seconds": round(cpu, 2),
             "cpu_ms_per_train_sample_epoch": round(1000 * cpu / (row["n_train"] * epochs), 2),
-            "bacc_after_budget": round(row["bacc"], 4), "loadavg_after": [round(v, 2) for v in __import__("os").getloadavg()]}
+            "bacc_after_budget": round(row["bacc"], 4), "loadavg_before": load0, "loadavg_after": [round(v, 2) for v in __import__("os").getloadavg()]}
 
 
 def main() -> None:
@@ -78,7 +79,12 @@ def main() -> None:
            "settings": {"pretrained": False, "batch_size": 64, "fold": 0, "k": 5, "early_stopping": "off",
                         "loss": "ldam (DRW not reached)", "augment": "auto (flip+shift images, flip latents)"},
            "rows": rows, "machine_at_start": start, "machine_at_end": machine(), "versions": versions()}
-    Path(__file__).with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    path = Path(__file__).with_suffix(".json")
+    if path.exists():  # keep the other datasets' rows of an earlier invocation (one dataset per run is fine)
+        earlier = json.loads(path.read_text())
+        out["earlier_runs"] = [r for r in earlier.get("rows", []) + earlier.get("earlier_runs", [])
+                               if r["dataset"] not in args.data]
+    path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ The autoencoder is a small built-in KL model (width 8, x8, 4 latent channels, ra
 save_pretrained and loaded by path: its size does not change how memory scales with N, and it keeps the
 100k run to minutes on a 2-core CPU.
 
-    python benchmarks/encode_memory.py [--sizes 10000 100000] [--out benchmarks/encode_memory.json]
+    python benchmarks/encode_memory.py [--sizes 10000 100000] [--no-recon] [--out benchmarks/encode_memory.json]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--side", type=int, default=64)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("encode_memory.json"))
+    ap.add_argument("--no-recon", action="store_true", help="latents only (skips decoding; ~3x faster)")
     args = ap.parse_args()
 
     import torch
@@ -54,6 +55,8 @@ def main() -> None:
     for n in args.sizes:
         cmd = ["encode", "--data", f"phantom:n={n},size={args.side}", "--ae", str(ae_dir),
                "--root", str(work / f"root{n}"), "--batch-size", "64", "--chunk-size", "4096", "--device", "cpu"]
+        if args.no_recon:
+            cmd.append("--no-recon")
         p = subprocess.run([sys.executable, "-c", CHILD, *cmd], capture_output=True, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "2"})
         if p.returncode != 0:

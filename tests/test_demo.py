@@ -36,8 +36,9 @@ TINY = dict(
                  "latent": {"model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 16, 16]}}},
     cache={"dtype": "float32", "batch_size": 16}, device="cpu", examples=4)
 
-# differ between two runs of the same task (timings, the absolute folders of two studies)
-VOLATILE = {"task_seconds", "train_seconds", "seconds_per_epoch", "ae_train_seconds"}
+# differ between two runs of the same task: timings, and the cache folder's name, which holds the trained
+# autoencoder's absolute path (create_autoencoder names a model loaded from a folder by its path)
+VOLATILE = {"task_seconds", "train_seconds", "seconds_per_epoch", "ae_train_seconds", "cache_dir"}
 
 
 def _rows(study: Path) -> dict[str, dict]:
@@ -89,6 +90,25 @@ def test_tiny_real_study_report_renders(tmp_path):
     # main results, paired tests, across pairs, fidelity, AE training, ablation, per-class recall
     assert n_tables == html.count("<table") == 7 and n_rows >= 4 + 2 + 1 + 1 + 1
     assert "Main results" in res_.stdout and "kl-builtin" in res_.stdout
+
+
+def test_cell_hash_does_not_depend_on_the_study_folder(tmp_path):
+    from latentgap.train import TrainConfig
+
+    def cfg(study, ae="autoencoders/kl-builtin-abc", **kw):
+        return TrainConfig(dataset="phantom", space="latent", autoencoder=str(tmp_path / study / ae),
+                           root=str(tmp_path / study), **kw)
+
+    assert cfg("a").config_hash() == cfg("b").config_hash()  # same cell, two study folders
+    assert cfg("a").config_hash() != cfg("a", ae="autoencoders/other").config_hash()
+    assert cfg("a", distill_teacher=str(tmp_path / "a" / "runs" / "c1")).config_hash() == \
+        cfg("b", distill_teacher=str(tmp_path / "b" / "runs" / "c1")).config_hash()
+    # a folder outside the study enters the hash as given (a user's own trained autoencoder)
+    out = lambda ae, root: TrainConfig(dataset="phantom", space="latent", autoencoder=str(tmp_path / ae),
+                                       root=str(tmp_path / root)).config_hash()
+    assert out("x", "a") == out("x", "b") != out("y", "a")
+    assert TrainConfig(dataset="phantom", space="latent", autoencoder="taef2", root="/r1").config_hash() == \
+        TrainConfig(dataset="phantom", space="latent", autoencoder="taef2", root="/r2").config_hash()
 
 
 _SCRIPT = """

@@ -7,6 +7,7 @@ latents, up to 60 epochs with early stopping on validation balanced accuracy (pa
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,13 @@ VARIANT_SWITCHES = {"tuned": "hpo", "noise-conditioned": "noise_cond", "distille
 DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_tiny"}
 # settings that do not change what is computed: left out of the config hash (a run may resume elsewhere)
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
+
+
+def _relative_to_root(value: str | None, root: str | None) -> str | None:
+    if not value or not root or not os.path.isabs(value):
+        return value
+    rel = os.path.relpath(os.path.realpath(value), os.path.realpath(root))
+    return value if rel.startswith("..") else f"<root>/{rel}"
 
 
 class TrainConfig(BaseModel):
@@ -129,5 +137,12 @@ class TrainConfig(BaseModel):
         return cfg.model_copy(update={"model": model, "variant": "+".join(names) or "plain", "augment": augment})
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the result (device and folders excluded)."""
-        return stable_hash({k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED})
+        """Hash of everything that changes the result (device and folders excluded).
+
+        An autoencoder or teacher folder inside ``root`` (a study's trained autoencoder, its recon cell)
+        enters the hash relative to ``root``, so the same cell in two study folders has one hash.
+        """
+        d = {k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED}
+        for key in ("autoencoder", "distill_teacher"):
+            d[key] = _relative_to_root(d[key], self.root)
+        return stable_hash(d)
