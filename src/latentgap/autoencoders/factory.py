@@ -49,11 +49,21 @@ def _resolve(spec: str, **kw) -> Autoencoder:
         return AUTOENCODERS.create(spec, **kw)
     path = Path(spec).expanduser()
     if path.exists():
-        return _from_path(path, name)
+        return _from_path(path, _local_name(path))
     if spec.endswith((".pth", ".safetensors", ".ckpt")) or spec.startswith((".", "/", "~")) or spec.count("/") == 0:
         raise UserError(f"autoencoder '{spec}' is neither a registered name nor an existing path",
                         f"use one of: {', '.join(AUTOENCODERS.names())}, a local path, or a hub id owner/name")
     return _from_diffusers(spec, name)
+
+
+def _local_name(path: Path) -> str:
+    """A short, location-independent name for a local model (the weights' sha256 is its identity):
+    the folder or file stem, or the training run's folder for ``<run>/model``."""
+    path = path.resolve()
+    if path.is_dir() and path.name == RUN_MODEL_DIR and (path.parent / "training.json").exists():
+        path = path.parent
+    stem = path.stem if path.is_file() else path.name
+    return stem.removesuffix("_encoder") or "local"
 
 
 def _from_path(path: Path, name: str) -> Autoencoder:

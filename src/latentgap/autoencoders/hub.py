@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,9 @@ def from_pretrained(cls, repo: str, subfolder: str | None):
     import torch
 
     try:
-        return cls.from_pretrained(repo, subfolder=subfolder, torch_dtype=torch.float32)
+        # low_cpu_mem_usage needs `accelerate`; without it diffusers falls back anyway, with a long warning
+        low_mem = importlib.util.find_spec("accelerate") is not None
+        return cls.from_pretrained(repo, subfolder=subfolder, torch_dtype=torch.float32, low_cpu_mem_usage=low_mem)
     except (OSError, ValueError, RuntimeError) as e:
         raise UserError(f"cannot load {cls.__name__} weights from {repo}"
                         + (f"/{subfolder}" if subfolder else "") + f": {str(e).splitlines()[0][:200]}",

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write, stable_hash
+from .spec import resize_for
 
 
 # --------------------------------------------------------------------------- real training
@@ -59,7 +60,7 @@ def train_cell(cfg: dict[str, Any], run_dir: Path, study_dir: Path) -> dict[str,
     values = {**cfg["train"], **extra, "dataset": cfg["dataset"], "space": cfg["space"], "variant": cfg["variant"],
               "autoencoder": None if cfg["space"] == "image" else autoencoder_spec(cfg, study_dir), "fold": cfg["fold"],
               "seed": cfg["seed"], "k": cfg["k"], "split_seed": cfg["split_seed"], "val_fraction": cfg["val_fraction"],
-              "resize": c["resize"], "grey_to_rgb": c["grey_to_rgb"], "dtype": c["dtype"],
+              "resize": resize_for(c, cfg["dataset"]), "grey_to_rgb": c["grey_to_rgb"], "dtype": c["dtype"],
               "cache_batch_size": c["batch_size"], "device": cfg["device"],
               # caches and splits.json live in the study folder, shared by every cell of a dataset
               "root": str(study_dir)}
@@ -73,8 +74,9 @@ def prepare_pair(cfg: dict[str, Any], out_dir: Path, study_dir: Path) -> dict[st
     from ..latents.fidelity import summarize_fidelity
 
     c = cfg["cache"]
-    ds = open_dataset(cfg["dataset"], resize=c["resize"])
-    cache = ensure_cache(ds, autoencoder_spec(cfg, study_dir), study_dir, resize=c["resize"], grey_to_rgb=c["grey_to_rgb"],
+    side = resize_for(c, cfg["dataset"])
+    ds = open_dataset(cfg["dataset"], resize=side)
+    cache = ensure_cache(ds, autoencoder_spec(cfg, study_dir), study_dir, resize=side, grey_to_rgb=c["grey_to_rgb"],
                          dtype=c["dtype"], batch_size=c["batch_size"], device=cfg["device"], progress=False)
     row = summarize_fidelity(cache, ds, split="all")
     idx = example_indices(np.asarray(ds.labels), cfg["examples"])

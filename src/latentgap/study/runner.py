@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text, read_json, stable_hash
-from .spec import IMAGE_AE, AutoencoderEntry, StudySpec
+from .spec import IMAGE_AE, AutoencoderEntry, StudySpec, resize_for
 
 IDENTITY = ("dataset", "autoencoder", "space", "variant", "fold", "seed")
 
@@ -64,7 +64,8 @@ def _ae_train_key(spec: StudySpec, ae: AutoencoderEntry, dataset: str) -> dict[s
     settings = ae.train.model_dump(mode="json")
     settings.pop("checkpoint_every")  # how often to save does not change the weights
     return {"autoencoder": ae.name, "label": ae.key, "train": settings,
-            "data": ae.train.data or dataset, "resize": spec.cache.resize}
+            "data": ae.train.data or dataset,
+            "resize": resize_for(spec.cache.model_dump(mode="json"), ae.train.data or dataset)}
 
 
 def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry) -> dict[str, Any]:

@@ -95,9 +95,25 @@ class CacheSettings(_Strict):
     """Arguments of ``latentgap.latents.ensure_cache`` shared by every autoencoder x dataset pair."""
 
     dtype: Literal["float16", "float32"] = "float16"
-    resize: int | None = Field(None, ge=8)
+    # one side for every dataset, or {dataset: side} for some (e.g. 28 px data under a x8 autoencoder)
+    resize: int | dict[str, int] | None = None
     grey_to_rgb: bool = True
     batch_size: int = Field(64, ge=1)
+
+
+    @field_validator("resize")
+    @classmethod
+    def _side(cls, v):
+        sides = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(side < 8 for side in sides):
+            raise ValueError("resize sides must be >= 8")
+        return v
+
+
+def resize_for(cache: dict[str, Any], dataset: str) -> int | None:
+    """The resize side of ``dataset`` under the study's cache settings (a dict maps datasets to sides)."""
+    r = cache.get("resize")
+    return r.get(dataset) if isinstance(r, dict) else r
 
 
 class AETrainSettings(_Strict):
