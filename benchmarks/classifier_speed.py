@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from classifier_env import machine, versions  # noqa: E402
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
 
 SPACES = (("image", "resnet50", None), ("latent", "convnext_tiny", "taef2"))
 
@@ -37,7 +42,7 @@ def timed_fold(data: str, space: str, model: str, ae: str | None, epochs: int, w
     run = work / "runs" / f"speed-{data}-{space}-e{epochs}"
     if (run / "result.json").exists():
         raise SystemExit(f"{run} is finished already: delete it to time again (a finished run is not retrained)")
-    load0 = [round(v, 2) for v in __import__("os").getloadavg()]
+    load0 = _load()
     w0, c0 = time.perf_counter(), time.process_time()
     row = run_training(cfg, run)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -48,7 +53,7 @@ def timed_fold(data: str, space: str, model: str, ae: str | None, epochs: int, w
             "mean_seconds_per_epoch_wall": round(sum(per_epoch) / len(per_epoch), 2),
             "fold_wall_seconds": round(wall, 2), "fold_cpu_seconds": round(cpu, 2),
             "cpu_ms_per_train_sample_epoch": round(1000 * cpu / (row["n_train"] * epochs), 2),
-            "bacc_after_budget": round(row["bacc"], 4), "loadavg_before": load0, "loadavg_after": [round(v, 2) for v in __import__("os").getloadavg()]}
+            "bacc_after_budget": round(row["bacc"], 4), "loadavg_before": load0, "loadavg_after": _load()}
 
 
 def main() -> None:
@@ -72,7 +77,8 @@ def main() -> None:
         rows.append({"dataset": data, "cache_seconds_this_run": round(cache_s, 1), **res,
                      "speedup_fold_cpu": round(img["fold_cpu_seconds"] / lat["fold_cpu_seconds"], 2),
                      "speedup_fold_wall": round(img["fold_wall_seconds"] / lat["fold_wall_seconds"], 2),
-                     "speedup_epoch_wall": round(img["mean_seconds_per_epoch_wall"] / lat["mean_seconds_per_epoch_wall"], 2)})
+                     "speedup_epoch_wall": round(img["mean_seconds_per_epoch_wall"]
+                                                 / lat["mean_seconds_per_epoch_wall"], 2)})
         print(json.dumps(rows[-1], indent=1), flush=True)
     out = {"command": "OMP_NUM_THREADS=1 nice -n 5 python benchmarks/classifier_speed.py --data "
                       f"{' '.join(args.data)} --epochs {args.epochs} --threads {args.threads}",
