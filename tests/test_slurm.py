@@ -48,7 +48,9 @@ def test_job_array_rows_equal_local_rows(slurm, tmp_path):
     s = run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": SLURM}), tmp_path / "slurm", kind="synthetic",
                   echo=msgs.append, live=False)
     assert s.ok and s.ran == local.ran == 1 + 3 * 2
-    assert any("submitted 6 tasks as Slurm array" in m for m in msgs)  # cells ran as one job array
+    # tasks run as job arrays, one per wave (prepare + image cells, then recon/latent cells that need the cache)
+    submitted = [int(m.split()[1]) for m in msgs if m.startswith("submitted ") and "Slurm array" in m]
+    assert sum(submitted) == 7 and max(submitted) > 1
     assert _rows(tmp_path / "slurm") == _rows(tmp_path / "local")
     logs = list((tmp_path / "slurm" / "slurm").rglob("*_log.out"))
     assert len(logs) >= 7  # one log per array task (1 prepare + 6 cells)
