@@ -5,10 +5,12 @@ whose job is cancelled with scancel is reported as failed instead of being waite
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,13 +21,32 @@ pytestmark = pytest.mark.slurm
 SLURM = {"partition": "debug", "cpus_per_task": 1, "mem_gb": 0.25, "time_min": 5, "array_parallelism": 2}
 
 
+def _slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return res.returncode == 0 and bool({"idle", "mixed", "allocated"} & set(res.stdout.split()))
+
+
 @pytest.fixture(scope="module")
 def slurm():
-    if shutil.which("sinfo") is None:
-        pytest.fail("sinfo not found: start a local Slurm first with `.ci/slurm-up.sh` (and stop it with .ci/slurm-down.sh)")
-    res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if res.returncode != 0 or not {"idle", "mixed", "allocated"} & set(res.stdout.split()):
-        pytest.fail(f"Slurm is not up (sinfo: {res.stdout.strip() or res.stderr.strip()}); run `.ci/slurm-up.sh`")
+    """A running single-node Slurm: the one `.ci/run` started, or (as root on Debian) one started here with
+    `.ci/slurm-up.sh` and stopped again with `.ci/slurm-down.sh` when these tests end."""
+    if _slurm_up():
+        yield
+        return
+    ci = Path(__file__).resolve().parents[1] / ".ci"
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail("no Slurm controller answers: start a local Slurm first with `.ci/slurm-up.sh` (as root, "
+                    "Debian) or deselect these tests with -m 'not slurm'")
+    up = subprocess.run(["bash", str(ci / "slurm-up.sh")], capture_output=True, text=True)
+    if up.returncode != 0 or not _slurm_up():
+        subprocess.run(["bash", str(ci / "slurm-down.sh")], capture_output=True)
+        pytest.fail(f"`.ci/slurm-up.sh` could not start Slurm: {up.stderr.strip()[-500:]}")
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(ci / "slurm-down.sh")], capture_output=True)
 
 
 def _rows(study):
