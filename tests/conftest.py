@@ -16,3 +16,12 @@ def shared_data():
     if not (root / "datasets").is_dir():
         pytest.fail(f"shared data not found at {root}; set LATENTGAP_SHARED_DATA to the folder holding datasets/ and weights/")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For tiny models: one intra-op thread is as fast, and avoids OpenMP spin-waiting on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,13 +23,7 @@ from latentgap.cli import main
 from latentgap.data import open_dataset
 from latentgap.errors import UserError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is as fast, and avoids OpenMP spin-waiting on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 TINY = dict(width=8, depth=1, downsample=2, latent_channels=4, perceptual_weight=0.0)

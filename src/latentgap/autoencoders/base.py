@@ -8,6 +8,7 @@ its own range internally and is the only place that knows its backend's conventi
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ class AEInfo:
 # ---------------------------------------------------------------- protocol
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(nn.Module, abc.ABC):
     """Base class: ``encode(x) -> z``, ``decode(z) -> x`` and ``info``.
 
     Subclasses implement ``_encode`` / ``_decode`` on adapted inputs. ``encode`` and ``decode`` are
@@ -105,12 +106,14 @@ class Autoencoder(nn.Module):
         """Reconstruction ``decode(encode(x))`` in [0, 1]."""
         return self.decode(self.encode(x))
 
-    # -- to implement
+    # -- every backend implements these two (the only place that knows its conventions)
+    @abc.abstractmethod
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, in_channels, H, W) in [0, 1] -> scaled latent."""
 
+    @abc.abstractmethod
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Scaled latent -> (B, in_channels, H, W), roughly [0, 1] (clamped by ``decode``)."""
 
     # -- trainable backends only
     def training_outputs(self, x: torch.Tensor, generator: torch.Generator | None = None

@@ -35,6 +35,14 @@ def kl_factors(config, convention: str | None) -> tuple[str, float, float]:
     raise ValueError(f"unknown AutoencoderKL convention '{convention}' (use 'sd' or 'flux1')")
 
 
+def kl_training_outputs(vae, x: torch.Tensor, generator: torch.Generator | None = None):
+    """One stochastic pass of a diffusers KL VAE for training: images [0, 1] -> (reconstruction in [0, 1]
+    from a posterior *sample*, per-sample KL to N(0, I)). Shared by every diffusers KL backend."""
+    post = vae.encode(x * 2 - 1).latent_dist
+    x_hat = vae.decode(post.sample(generator)).sample
+    return (x_hat + 1) / 2, post.kl()
+
+
 class DiffusersKL(Autoencoder):
     """Wraps ``diffusers.AutoencoderKL``; ``z = (mode - shift) * scale``, decode inverts it.
 
@@ -71,9 +79,7 @@ class DiffusersKL(Autoencoder):
         return (x + 1) / 2
 
     def training_outputs(self, x, generator=None):
-        post = self.vae.encode(x * 2 - 1).latent_dist
-        x_hat = self.vae.decode(post.sample(generator)).sample
-        return (x_hat + 1) / 2, post.kl()
+        return kl_training_outputs(self.vae, x, generator)
 
     def trainable_module(self):
         return self.vae

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .base import AUTOENCODERS, AEInfo, Autoencoder
+from .diffusers_kl import kl_training_outputs
 from .hub import describe_weights, from_pretrained, split_hub_spec
 
 
@@ -79,9 +80,7 @@ class Flux2KL(Autoencoder):
     def training_outputs(self, x, generator=None):
         # The BatchNorm is only a latent normaliser outside the VAE's forward pass; fine-tuning keeps the
         # parent's running statistics so latents stay in the FLUX.2 transformer's coordinates.
-        post = self.vae.encode(x * 2 - 1).latent_dist
-        x_hat = self.vae.decode(post.sample(generator)).sample
-        return (x_hat + 1) / 2, post.kl()
+        return kl_training_outputs(self.vae, x, generator)
 
     def trainable_module(self):
         return self.vae

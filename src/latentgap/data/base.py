@@ -9,6 +9,7 @@ explicit array layouts.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 from typing import Any
@@ -85,7 +86,7 @@ def check_resize(resize: int | None) -> int | None:
 
 # --------------------------------------------------------------------------- the base class
 
-class ImageDataset:
+class ImageDataset(abc.ABC):
     """Labelled 2-D images addressed by index.
 
     Attributes:
@@ -116,13 +117,13 @@ class ImageDataset:
     resize: int | None = None
 
     # ---- adapter hooks
+    @abc.abstractmethod
     def _load_native(self, idx: np.ndarray) -> np.ndarray:
         """``uint8 (B, H, W, C)`` at native size (or already at ``resize`` if the adapter handles it)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _content_key(self) -> dict[str, Any]:
         """JSON-able description of everything that defines the source content (hashed by fingerprint)."""
-        raise NotImplementedError
 
     # ---- public API
     @property
