@@ -143,3 +143,26 @@ def test_cli_train_and_info(tmp_path, capsys):
     main(["ae", "info", str(out), "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["backend"] == "diffusers-kl" and printed["in_channels"] == 1 and printed["downsample"] == 2
+
+
+def test_crop_training_sees_windows_and_encodes_whole_images(ds, tmp_path, monkeypatch):
+    """--crop: every step trains on crop x crop windows of the images (recorded in the settings), the saved
+    model still encodes the full 16 px images; a crop that the factor does not divide is refused."""
+    import latentgap.autoencoders.train as tr
+
+    seen = []
+    real = tr._random_crops
+    monkeypatch.setattr(tr, "_random_crops", lambda x, s, g: seen.append(tuple(real(x, s, g).shape)) or real(x, s, g))
+    out = train_autoencoder(ds, tmp_path / "crop", steps=3, batch_size=4, checkpoint_every=3, device="cpu",
+                            crop=8, **TINY)
+    assert seen == [(4, 1, 8, 8)] * 3
+    rec = json.loads((out / "training.json").read_text())
+    assert rec["settings"]["crop"] == 8
+    assert create_autoencoder(str(out)).encode(ds.load(np.arange(2))).shape == (2, 4, 8, 8)
+    x = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(2, 1, 16, 16)
+    c = real(x, 8, torch.Generator().manual_seed(0))
+    for img, win in zip(x, c):  # each window is a contiguous block of its own image
+        y0, x0 = divmod(int(win[0, 0, 0]) % 256, 16)
+        assert torch.equal(win, img[:, y0:y0 + 8, x0:x0 + 8])
+    with pytest.raises(UserError, match="--crop 7"):
+        train_autoencoder(ds, tmp_path / "bad", steps=1, device="cpu", crop=7, **TINY)

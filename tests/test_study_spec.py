@@ -31,6 +31,7 @@ def _err(data, source="study.yaml") -> str:
     ({"autoencoders": []}, "study.yaml: autoencoders: recon/latent spaces"),
     ({"seeds": [0, 0]}, "study.yaml: seeds: contains duplicates"),
     ({"train": {"fold": 2}}, "study.yaml: train.fold: is set by the grid"),
+    ({"variants_on": {"autoencoders": ["taef2"]}}, "study.yaml: variants_on.autoencoders: 'taef2' is not one of"),
 ])
 def test_errors_name_the_field(patch, expect):
     assert _err({**BASE, **patch}).startswith(expect)
@@ -59,7 +60,7 @@ def test_presets_load_and_expand():
     prep, cells = expand_grid(shared)
     # kl-builtin is trained on each dataset's own images: 3 trainings + 6 caches
     assert sum(t.stage == "autoencoder" for t in prep) == 3 and sum(t.stage == "prepare" for t in prep) == 6
-    assert len(cells) == 3 * (1 + 2 * 2) * 5
+    assert len(cells) == 3 * (1 + 2 * 2) * 5 + 2 * 5  # + noise-conditioned and distilled on ISIC x TAEF2
     assert {"taef2", "kl-builtin"} <= {e.key for e in shared.autoencoders}
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         load_preset("nope")
@@ -80,6 +81,11 @@ def test_grid_hashes_are_stable_and_distinct():
     assert [t.hash for t in expand_grid(s2)[1]] == [t.hash for t in cells]
     s3 = spec_from_dict({**BASE, "seeds": [0, 1], "variants": ["plain", "noise-conditioned"], "train": {"epochs": 3}})
     assert not set(t.hash for t in expand_grid(s3)[1]) & set(t.hash for t in cells)
+    # variants_on restricts the non-plain variants to a sub-grid
+    s5 = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
+                         "variants": ["plain", "distilled"], "variants_on": {"datasets": ["phantom:n=60,size=16"]}})
+    variant_ds = {t.config["dataset"] for t in expand_grid(s5)[1] if t.config["variant"] != "plain"}
+    assert variant_ds == {"phantom:n=60,size=16"}
     # per-space settings reach only that space's cells
     s4 = spec_from_dict({**BASE, "space_train": {"latent": {"model": "convnext_atto"}}})
     models = {t.config["space"]: t.config["train"].get("model") for t in expand_grid(s4)[1]}

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from latentgap.models import NoiseConditioned, NoiseSchedule, create_classifier
-from latentgap.train import Augment, Batches, EarlyStopping, LDAMLoss, NoiseSampling, evaluate, fit, train_one_epoch
+from latentgap.train import (Augment, Batches, EarlyStopping, LDAMLoss, NoiseSampling, evaluate, fit,
+                             recalibrate_batchnorm, train_one_epoch)
 
 TINY = dict(dims=(8, 16, 16, 32), depths=(1, 1, 1, 1))
 CPU = torch.device("cpu")
@@ -108,3 +109,37 @@ def test_distillation_batches_carry_teacher_logits():
     out = train_one_epoch(model, Batches(tr, 4, extra=teacher), torch.optim.SGD(model.parameters(), 0.01),
                           DistillationLoss(alpha=0.5, temperature=2.0), CPU, torch.Generator().manual_seed(0))
     assert np.isfinite(out["loss"]) and 0 <= out["acc"] <= 1
+
+
+def test_precise_bn_equals_statistics_of_the_training_batches():
+    """Running stats after recalibration = average of the per-batch mean / unbiased var (hand oracle), momentum
+    and train/eval mode restored, and a model without BatchNorm is left alone."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    net.eval()
+    ds = _Tensors(torch.randn(40, 2, 6, 6) * 3 + 1, torch.zeros(40, dtype=torch.long))
+    assert recalibrate_batchnorm(net, Batches(ds, 8), CPU, max_batches=4) == 1
+    with torch.no_grad():
+        feats = [net[0](ds.inputs[i:i + 8]) for i in range(0, 32, 8)]  # the first 4 batches only
+    mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    var = torch.stack([f.transpose(0, 1).reshape(3, -1).var(1, unbiased=True) for f in feats]).mean(0)
+    bn = net[1]
+    torch.testing.assert_close(bn.running_mean, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, var, rtol=1e-5, atol=1e-5)
+    assert bn.momentum == 0.1 and not net.training and int(bn.num_batches_tracked) == 4
+    assert recalibrate_batchnorm(torch.nn.Conv2d(2, 3, 3), Batches(ds, 8), CPU) == 0
+
+
+def test_precise_bn_does_not_touch_the_training_random_stream():
+    """fit draws the recalibration order from its own seed: same weights with and without it for a
+    BatchNorm-free model (ConvNeXt), so resuming and reproducibility are unaffected."""
+    outs = []
+    for pbn in (0, 8):
+        torch.manual_seed(0)
+        model = create_classifier("convnext_atto", 4, 3, 8, pretrained=False, cosine_head=True, **TINY)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        g = torch.Generator().manual_seed(0)
+        fit(model, opt, None, LDAMLoss([32, 32, 32]), Batches(_toy(seed=1), 16, shuffle=True, generator=g),
+            Batches(_toy(48, seed=2), 64), CPU, g, epochs=2, precise_bn_batches=pbn)
+        outs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*outs))

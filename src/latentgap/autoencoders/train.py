@@ -145,7 +145,7 @@ def _load_checkpoint(path: Path, module: torch.nn.Module, opt, settings_hash: st
 
 def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, batch_size: int, lr: float,
          loss: str, kl_weight: float, perceptual_weight: float, checkpoint_every: int, seed: int,
-         device: torch.device, grey_to_rgb: bool, indices, rescale: bool, callback) -> Path:
+         device: torch.device, grey_to_rgb: bool, indices, rescale: bool, callback, crop: int | None = None) -> Path:
     if loss not in ("l1", "mse"):
         raise UserError(f"unknown reconstruction loss '{loss}'", "use --loss l1 or --loss mse")
     if steps < 1 or batch_size < 1 or checkpoint_every < 1:
@@ -157,7 +157,12 @@ def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, bat
     pool = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     if pool.size == 0:
         raise UserError("no images to train on", "pass a dataset (or indices) with at least one image")
-    adapt_images(dataset.load(pool[:1]), ae.info, grey_to_rgb)  # side / channel errors before any work
+    first = adapt_images(dataset.load(pool[:1]), ae.info, grey_to_rgb)  # side / channel errors before any work
+    if crop is not None:
+        f, side = ae.info.downsample, min(first.shape[-2:])
+        if crop < f or crop % f or crop > side:
+            raise UserError(f"--crop {crop} must be a multiple of the downsampling factor {f} and at most the image "
+                            f"side {side}", f"use e.g. --crop {max(f, (side // 2) // f * f)}, or leave it out")
 
     ae.to(device)
     module = ae.trainable_module()
@@ -169,7 +174,7 @@ def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, bat
         console.print(f"[yellow]warning:[/yellow] {warn[-1]}")
     settings = {**settings, "steps": steps, "batch_size": batch_size, "lr": lr, "loss": loss,
                 "kl_weight": kl_weight, "perceptual_weight": perceptual_weight, "seed": seed,
-                "grey_to_rgb": grey_to_rgb, "pool": stable_hash(pool.tolist())}
+                "grey_to_rgb": grey_to_rgb, "pool": stable_hash(pool.tolist()), **({"crop": crop} if crop else {})}
     shash = stable_hash(settings)
     root = out / "checkpoints"
     step, history, elapsed = 0, [], 0.0
@@ -187,7 +192,9 @@ def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, bat
                 group["lr"] = lr_at(step, steps, lr)
             x = adapt_images(dataset.load(pool[batch_indices(len(pool), batch_size, step, seed)]),
                              ae.info, grey_to_rgb).to(device)
-            g = torch.Generator().manual_seed(seed * 1_000_003 + step)  # posterior noise of this step
+            g = torch.Generator().manual_seed(seed * 1_000_003 + step)  # crops and posterior noise of this step
+            if crop is not None:
+                x = _random_crops(x, crop, g)
             x_hat, kl = ae.training_outputs(x, generator=g)
             rec = (x_hat - x).abs().mean() if loss == "l1" else (x_hat - x).pow(2).mean()
             total = rec
@@ -217,6 +224,15 @@ def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, bat
         record["dataset"] = dataset.describe()
     atomic_write_json(out / "training.json", record)
     return out
+
+
+def _random_crops(x: torch.Tensor, side: int, g: torch.Generator) -> torch.Tensor:
+    """One random ``side`` x ``side`` window per image (training on crops, as for the SD autoencoder: the
+    network is convolutional, so it encodes full images afterwards at a fraction of the training cost)."""
+    h, w = x.shape[-2:]
+    ys = torch.randint(0, h - side + 1, (len(x),), generator=g).tolist()
+    xs = torch.randint(0, w - side + 1, (len(x),), generator=g).tolist()
+    return torch.stack([img[:, y:y + side, c:c + side] for img, y, c in zip(x, ys, xs)])
 
 
 @torch.no_grad()
@@ -270,7 +286,8 @@ def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = 600, batc
                       downsample: int = BUILTIN_DEFAULTS["downsample"], attention: bool = False,
                       kl_weight: float = 1e-6, loss: str = "l1", perceptual_weight: float = 0.1,
                       checkpoint_every: int = 200, device: str = "auto", seed: int = 0, resize: int | None = None,
-                      indices=None, callback: Callable[[int, float], None] | None = None) -> Path:
+                      indices=None, callback: Callable[[int, float], None] | None = None,
+                      crop: int | None = None) -> Path:
     """Train the built-in KL autoencoder (``kl-builtin``) on ``dataset`` and save it under ``out``.
 
     Args:
@@ -287,6 +304,8 @@ def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = 600, batc
         resize: square side for a dataset spec (``open_dataset(spec, resize)``).
         indices: train on these dataset indices only (default: all).
         callback: ``callback(step, loss)`` after every step (logging, or interrupting in tests).
+        crop: train on one random ``crop`` x ``crop`` window per image (a multiple of ``downsample``); the
+            cost of a step falls with the crop's area, the model still encodes whole images. None: whole images.
 
     Returns:
         ``out``; ``create_autoencoder(out)`` loads the trained model (scaling factor = 1 / latent std).
@@ -301,14 +320,14 @@ def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = 600, batc
     return _fit(ae, ds, Path(out), settings=settings, steps=steps, batch_size=batch_size, lr=lr, loss=loss,
                 kl_weight=kl_weight, perceptual_weight=perceptual_weight, checkpoint_every=checkpoint_every,
                 seed=seed, device=resolve_device(device), grey_to_rgb=True, indices=indices, rescale=True,
-                callback=callback)
+                callback=callback, crop=crop)
 
 
 def finetune_autoencoder(spec: str | Autoencoder, dataset, out: str | os.PathLike, *, steps: int = 500,
                          batch_size: int = 16, lr: float = 1e-5, kl_weight: float = 1e-6, loss: str = "l1",
                          perceptual_weight: float = 0.1, checkpoint_every: int = 100, device: str = "auto",
                          seed: int = 0, grey_to_rgb: bool = True, resize: int | None = None, indices=None,
-                         callback: Callable[[int, float], None] | None = None) -> Path:
+                         callback: Callable[[int, float], None] | None = None, crop: int | None = None) -> Path:
     """Fine-tune a trainable autoencoder (diffusers KL / FLUX.2 / tiny / MedVAE) on ``dataset`` (the paper's
     "MedVAE-FT" arm) with the same losses and checkpoints as :func:`train_autoencoder`.
 
@@ -328,7 +347,7 @@ def finetune_autoencoder(spec: str | Autoencoder, dataset, out: str | os.PathLik
     return _fit(ae, ds, Path(out), settings=settings, steps=steps, batch_size=batch_size, lr=lr, loss=loss,
                 kl_weight=kl_weight, perceptual_weight=perceptual_weight, checkpoint_every=checkpoint_every,
                 seed=seed, device=resolve_device(device), grey_to_rgb=grey_to_rgb, indices=indices, rescale=False,
-                callback=callback)
+                callback=callback, crop=crop)
 
 
 def _fingerprint(ds) -> str:

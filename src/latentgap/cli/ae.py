@@ -24,6 +24,8 @@ OutOpt = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, trainin
                       "(an interrupted run in it resumes; a finished one is never overwritten).")
 ResizeOpt = typer.Option(None, "--resize", help="Resize images to N x N first (N a multiple of the downsampling).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps.")
+CropOpt = typer.Option(None, "--crop", help="Train on random N x N crops (a multiple of the downsampling; "
+                       "cheaper steps, whole images are still encoded).")
 SeedOpt = typer.Option(0, "--seed", help="Seeds initial weights, batch order and posterior noise.")
 KlOpt = typer.Option(1e-6, "--kl-weight", help="KL weight, SD convention (KL summed over latents vs. "
                      "reconstruction summed over pixels; SD uses 1e-6).")
@@ -75,6 +77,7 @@ def train_cmd(
     perceptual_weight: float = PercOpt,
     checkpoint_every: int = CkptOpt,
     resize: Optional[int] = ResizeOpt,
+    crop: Optional[int] = CropOpt,
     device: str = DeviceOpt,
     seed: int = SeedOpt,
 ) -> None:
@@ -84,7 +87,7 @@ def train_cmd(
     run = train_autoencoder(data, out, steps=steps, batch_size=batch_size, lr=lr, width=width, depth=depth,
                             latent_channels=latent_channels, downsample=downsample, attention=attention,
                             kl_weight=kl_weight, loss=loss, perceptual_weight=perceptual_weight,
-                            checkpoint_every=checkpoint_every, device=device, seed=seed, resize=resize)
+                            checkpoint_every=checkpoint_every, device=device, seed=seed, resize=resize, crop=crop)
     _summary(run)
 
 
@@ -103,6 +106,7 @@ def finetune_cmd(
     grey_to_rgb: bool = typer.Option(True, "--grey-to-rgb/--no-grey-to-rgb",
                                      help="Replicate grey images to RGB for RGB autoencoders."),
     resize: Optional[int] = ResizeOpt,
+    crop: Optional[int] = CropOpt,
     device: str = DeviceOpt,
     seed: int = SeedOpt,
 ) -> None:
@@ -112,7 +116,7 @@ def finetune_cmd(
 
     run = finetune_autoencoder(spec, data, out, steps=steps, batch_size=batch_size, lr=lr, kl_weight=kl_weight,
                                loss=loss, perceptual_weight=perceptual_weight, checkpoint_every=checkpoint_every,
-                               device=device, seed=seed, grey_to_rgb=grey_to_rgb, resize=resize)
+                               device=device, seed=seed, grey_to_rgb=grey_to_rgb, resize=resize, crop=crop)
     _summary(run)
 
 

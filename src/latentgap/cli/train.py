@@ -39,7 +39,10 @@ def train_cmd(
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
     loss: str = typer.Option("ldam", "--loss", help="ldam (LDAM-DRW, cosine head) or ce."),
     drw_epoch: int = typer.Option(10, "--drw-epoch", help="Epoch at which deferred re-weighting starts."),
-    augment: str = typer.Option("auto", "--augment", help="auto, none, flip, flip2, flip+shift, flip2+shift."),
+    augment: str = typer.Option("auto", "--augment", help="auto (flip+shift for images/reconstructions, flip for "
+                                "latents), none, flip, flip2, shift, flip+shift, flip2+shift."),
+    precise_bn: int = typer.Option(8, "--precise-bn", help="Recompute BatchNorm statistics over N training batches "
+                                   "before each validation (0: off)."),
     protocol: str = typer.Option("kfold", "--protocol", help="kfold, or official (the dataset's own split)."),
     folds: int = typer.Option(5, "--folds", help="K of the K-fold splits."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the fold assignment."),
@@ -65,7 +68,7 @@ def train_cmd(
             dataset=data, autoencoder=ae, space=space, fold=fold, model=model, pretrained=pretrained,
             noise_cond=noise_cond, distill=distill, distill_teacher=str(teacher) if teacher else None,
             distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs,
-            patience=patience, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
+            patience=patience, precise_bn_batches=precise_bn, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
             drw_switch_epoch=drw_epoch, augment=augment, protocol=protocol, k=folds, split_seed=split_seed, seed=seed,
             resize=resize, root=str(root) if root else None, device=device,
         )

@@ -110,7 +110,7 @@ def expand_grid(spec: StudySpec) -> tuple[list[Task], list[Task]]:
             for space in ("recon", "latent"):
                 if space in spec.spaces:
                     combos.append((ds, ae, space, "plain"))
-            for variant in spec.variants:
+            for variant in spec.variants if spec.runs_variants(ds, ae.key) else []:
                 if variant != "plain":
                     combos.append((ds, ae, "latent", variant))
     by_identity: dict[tuple, Task] = {}

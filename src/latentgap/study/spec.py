@@ -141,6 +141,7 @@ class AETrainSettings(_Strict):
     perceptual_weight: float = Field(0.0, ge=0)
     seed: int = 0
     checkpoint_every: int = Field(100, ge=1)
+    crop: int | None = Field(None, ge=2)  # train on random crops of this side (cheaper steps on large images)
 
 
 class AutoencoderEntry(_Strict):
@@ -182,6 +183,9 @@ class StudySpec(_Strict):
     # non-plain variants are latent-space classifiers (the paper's Table 4 ablation)
     variants: list[Literal["plain", "noise-conditioned", "distilled", "tuned"]] = Field(
         default_factory=lambda: ["plain"], min_length=1)
+    # restrict the non-plain variants to some datasets / autoencoders (an ablation on a subset of the grid);
+    # keys ``datasets`` and ``autoencoders``, each a list; a missing key means all of them
+    variants_on: dict[Literal["datasets", "autoencoders"], list[str]] = Field(default_factory=dict)
     k: int = Field(5, ge=2)  # number of cross-validation folds (splits shared by every cell)
     folds: list[int] | None = None  # which folds to run (default all k)
     split_seed: int = 0
@@ -215,11 +219,20 @@ class StudySpec(_Strict):
                 vals = [e.key for e in vals]
             if len(set(vals)) != len(vals):
                 raise _FieldError((dup_field,), "contains duplicates")
+        for key, known in (("datasets", self.datasets), ("autoencoders", [e.key for e in self.autoencoders])):
+            for name in self.variants_on.get(key, []):
+                if name not in known:
+                    raise _FieldError(("variants_on", key), f"'{name}' is not one of the study's {key} {known}")
         for where, settings in [("train", self.train)] + [(f"space_train.{s}", t) for s, t in self.space_train.items()]:
             for key in ("dataset", "autoencoder", "space", "fold", "seed", "variant"):
                 if key in settings:
                     raise _FieldError(tuple(where.split(".")) + (key,), "is set by the grid, not by train settings")
         return self
+
+    def runs_variants(self, dataset: str, autoencoder: str) -> bool:
+        """Whether the non-plain variants run on this dataset x autoencoder (``variants_on``)."""
+        return (dataset in self.variants_on.get("datasets", [dataset])
+                and autoencoder in self.variants_on.get("autoencoders", [autoencoder]))
 
     @property
     def fold_ids(self) -> list[int]:

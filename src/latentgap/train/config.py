@@ -59,6 +59,7 @@ class TrainConfig(BaseModel):
     # optimisation
     epochs: int = Field(60, ge=1)
     patience: int = Field(15, ge=1)
+    precise_bn_batches: int = Field(8, ge=0)  # BatchNorm stats recomputed over N training batches before validation
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)

@@ -102,7 +102,8 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
                       Batches(inner_tr, tcfg.batch_size, shuffle=True, generator=g, drop_last_single=True),
                       Batches(inner_va, 4 * tcfg.batch_size), device, g, epochs=tcfg.epochs,
                       patience=min(cfg.patience, tcfg.epochs), augment=Augment.preset(tcfg.augment), noise=noise,
-                      multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs)))
+                      multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs)),
+                      precise_bn_batches=tcfg.precise_bn_batches)
         return float(stopper.best)
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))

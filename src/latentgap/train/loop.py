@@ -176,6 +176,45 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, multilabel: bool
     return out
 
 
+# ----------------------------------------------------------------------------- BatchNorm statistics
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device, *, max_batches: int = 8,
+                          channels_last: bool = False) -> int:
+    """Recompute BatchNorm running statistics from the current weights ("precise BN").
+
+    Early in a short run from random initialisation, the running mean/var (momentum 0.1) lag weights that
+    change fast, so an eval-mode network can predict one class for everything although its train-mode
+    outputs are good (seen on PneumoniaMNIST with ResNet-18: 0.32 vs 0.93 accuracy on training images after
+    two epochs). Resetting the statistics and averaging them over ``max_batches`` clean training batches
+    (cumulative average, ``momentum=None``, no gradient) removes the lag. Noise-conditioned models see
+    clean inputs (sigma = 0), as in evaluation. Returns the number of BatchNorm layers updated (0: no-op).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or max_batches <= 0:
+        return 0
+    was_training, momenta = model.training, [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for i, batch in enumerate(batches):
+            if i >= max_batches:
+                break
+            x, _, _ = _unpack(batch, device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            sigma = torch.zeros(len(x), device=device) if isinstance(model, NoiseConditioned) else None
+            with torch.autocast(device.type, dtype=autocast_dtype(device)) if autocast_dtype(device) else nullcontext():
+                _forward(model, x, sigma)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return len(bns)
+
+
 # ----------------------------------------------------------------------------- early stopping
 
 class EarlyStopping:
@@ -250,8 +289,13 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
         val_batches: Batches, device: torch.device, generator: torch.Generator, *, epochs: int = 60,
         patience: int = 15, augment: Augment | None = None, noise: NoiseSampling | None = None,
         multilabel: bool = False, start_epoch: int = 0, stopper: EarlyStopping | None = None,
-        on_epoch: Callable | None = None, channels_last: bool = False, scaler=None) -> EarlyStopping:
+        on_epoch: Callable | None = None, channels_last: bool = False, scaler=None,
+        precise_bn_batches: int = 8) -> EarlyStopping:
     """Epochs of :func:`train_one_epoch` + validation bACC with early stopping; no I/O of its own.
+
+    Before each validation, BatchNorm statistics are recomputed over ``precise_bn_batches`` training
+    batches (:func:`recalibrate_batchnorm`; 0 keeps the running averages). The batches are drawn in an order
+    seeded by the epoch, so the run's own random stream (and thus resuming) is unaffected.
 
     ``on_epoch(epoch, metrics, stopper)`` is called after every epoch (the caller logs and checkpoints).
     Returns the :class:`EarlyStopping` holding the best weights (``best_state``) and epoch.
@@ -267,6 +311,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
                              noise=noise, channels_last=channels_last, scaler=scaler)
         if scheduler is not None:
             scheduler.step()
+        if precise_bn_batches > 0:
+            order = torch.Generator().manual_seed(10_007 + epoch)
+            recalibrate_batchnorm(model, Batches(train_batches.ds, train_batches.batch_size, shuffle=True,
+                                                 generator=order, drop_last_single=True),
+                                  device, max_batches=precise_bn_batches, channels_last=channels_last)
         val = evaluate(model, val_batches, device, multilabel=multilabel, channels_last=channels_last)
         stop = stopper.step(val["bacc"], epoch, model)
         metrics = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_bacc": val["bacc"],

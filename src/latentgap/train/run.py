@@ -235,7 +235,8 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict:
                       Batches(train, cfg.batch_size, shuffle=True, generator=g, extra=teacher, drop_last_single=True),
                       Batches(val, 4 * cfg.batch_size), device, g, epochs=cfg.epochs, patience=cfg.patience,
                       augment=Augment.preset(cfg.augment), noise=noise, multilabel=multilabel, start_epoch=start,
-                      stopper=stopper, on_epoch=on_epoch, channels_last=device.type == "cuda", scaler=scaler)
+                      stopper=stopper, on_epoch=on_epoch, channels_last=device.type == "cuda", scaler=scaler,
+                      precise_bn_batches=cfg.precise_bn_batches)
 
     model.load_state_dict(stopper.best_state)
     res = evaluate(model, Batches(test, 4 * cfg.batch_size), device, multilabel=multilabel,
