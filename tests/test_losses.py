@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latentgap.train.losses import (DistillationLoss, LDAMLoss, MultiLabelBCELoss, distillation_loss, drw_weights,
-                                    ldam_loss, ldam_margins, pos_weights)
+                                    ldam_loss, ldam_margins, multilabel_distillation_loss, pos_weights)
 
 
 def test_ldam_margins_hand_values():
@@ -93,6 +93,29 @@ def test_distillation_equals_ce_when_teacher_agrees_or_alpha_zero():
     ce = torch.nn.functional.cross_entropy(s, y)
     assert torch.allclose(distillation_loss(s, s.clone(), y, 1.0, 3.0), ce, atol=1e-6)
     assert torch.allclose(distillation_loss(s, torch.randn(5, 3), y, 0.0, 3.0), ce)
+
+
+def test_multilabel_distillation_hand_computed():
+    """BCE + alpha T^2 x mean per-label binary KL(teacher || student) at temperature T."""
+    student = torch.tensor([[1.0, -2.0, 0.0], [0.5, 1.5, -1.0]])
+    teacher = torch.tensor([[2.0, -1.0, 3.0], [0.0, 0.0, -2.0]])
+    y = torch.tensor([[1, 0, 1], [0, 1, 0]])
+    alpha, T = 0.5, 2.0
+
+    def sig(v):
+        return 1 / (1 + math.exp(-v))
+    bce = -sum(t * math.log(sig(s)) + (1 - t) * math.log(1 - sig(s))
+               for row_s, row_t in zip(student.tolist(), y.tolist()) for s, t in zip(row_s, row_t)) / 6
+    kl = 0.0
+    for row_s, row_t in zip(student.tolist(), teacher.tolist()):
+        for s, t in zip(row_s, row_t):
+            ps, pt = sig(s / T), sig(t / T)
+            kl += pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))
+    want = bce + alpha * T * T * kl / 6
+    assert float(multilabel_distillation_loss(student, teacher, y, alpha, T)) == pytest.approx(want, rel=1e-6)
+    mod = DistillationLoss(alpha=alpha, temperature=T, multilabel=True)
+    assert float(mod(student, y, teacher)) == pytest.approx(want, rel=1e-6)
+    assert float(multilabel_distillation_loss(student, student, y, alpha, T)) == pytest.approx(bce, rel=1e-6)
 
 
 def test_pos_weight_and_bce_hand_computed():

@@ -104,8 +104,9 @@ def _check_counts(ds, k: int) -> None:
     if small.size:
         c = int(small[0])
         what = "positive samples" if ds.multilabel else "samples"
-        raise UserError(f"class '{ds.class_names[c]}' has {counts[c]} {what}, fewer than the {k} folds requested",
-                        f"use --folds {max(2, int(counts.min()))} or fewer, or merge/drop that class")
+        fix = (f"use --folds {int(counts.min())} or fewer, or merge/drop that class" if counts.min() >= 2
+               else "merge or drop that class (no fold count can stratify it)")
+        raise UserError(f"class '{ds.class_names[c]}' has {counts[c]} {what}, fewer than the {k} folds requested", fix)
     if ds.patient_ids is not None and len(np.unique(ds.patient_ids)) < k:
         raise UserError(f"{len(np.unique(ds.patient_ids))} patients cannot fill {k} patient-grouped folds",
                         "use fewer --folds")

@@ -17,6 +17,8 @@ the tasks that were running; starting it again finishes the rest.
 
 from __future__ import annotations
 
+import functools
+
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -276,7 +278,7 @@ def dry_run_text(spec: StudySpec, study_dir: Path, prepares: list[Task], cells: 
 
 
 def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None = None, dry_run: bool = False,
-              kind: str = "train", echo=print, live: bool | None = None) -> StudySummary | str:
+              kind: str = "train", echo=None, live: bool | None = None) -> StudySummary | str:
     """Run every missing task of ``spec`` in ``study_dir`` on the spec's executor.
 
     Args:
@@ -302,6 +304,7 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
     status = grid_status(study_dir, prepares + cells)
     summary = StudySummary(total=len(prepares) + len(cells), done_before=sum(s == "done" for s in status.values()))
     t0 = time.time()
+    echo = echo or functools.partial(print, flush=True)  # a log file (nohup, sbatch) shows each line at once
     executor = make_executor(spec.executor, study_dir, kind, live=live, echo=echo)
     # autoencoders, then caches, then cells (a distilled cell after its teacher): a task starts only
     # when every task it needs has its row; a task whose need failed is reported as blocked, not run

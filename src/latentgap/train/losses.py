@@ -114,21 +114,45 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torc
     return hard + alpha * temperature ** 2 * kl
 
 
-class DistillationLoss(nn.Module):
-    """Module form of :func:`distillation_loss` on top of any hard-label loss module (CE by default)."""
+def multilabel_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
+                                 alpha: float = 1.0, temperature: float = 4.0,
+                                 base: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-label form: BCE(student, y) + alpha * T^2 * mean over samples and labels of the binary
+    KL(Bernoulli(sigmoid(teacher / T)) || Bernoulli(sigmoid(student / T))).
 
-    def __init__(self, base: nn.Module | None = None, alpha: float = 1.0, temperature: float = 4.0):
+    Each label is its own two-class problem (sigmoid, not softmax over labels), so the soft term is the
+    per-label two-class KL of :func:`distillation_loss`, averaged over labels like the BCE it is added to.
+
+    Args:
+        student, teacher: (B, L) logits.
+        target: (B, L) 0/1 labels.
+        base: an already computed hard-label loss (e.g. weighted BCE) to use instead of plain BCE.
+    """
+    hard = multilabel_bce(student, target) if base is None else base
+    s, t = student / temperature, teacher.to(student.dtype) / temperature
+    p_t = torch.sigmoid(t)
+    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    return hard + alpha * temperature ** 2 * kl.mean()
+
+
+class DistillationLoss(nn.Module):
+    """Module form of :func:`distillation_loss` (or, with ``multilabel``, :func:`multilabel_distillation_loss`)
+    on top of any hard-label loss module (CE, or BCE for multi-label, by default)."""
+
+    def __init__(self, base: nn.Module | None = None, alpha: float = 1.0, temperature: float = 4.0,
+                 multilabel: bool = False):
         super().__init__()
-        self.base = base if base is not None else nn.CrossEntropyLoss()
-        self.alpha, self.temperature = alpha, temperature
+        self.base = base if base is not None else (MultiLabelBCELoss(num_labels=1) if multilabel
+                                                   else nn.CrossEntropyLoss())
+        self.alpha, self.temperature, self.multilabel = alpha, temperature, multilabel
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.base, "set_epoch"):
             self.base.set_epoch(epoch)
 
     def forward(self, student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(student, teacher, target, self.alpha, self.temperature,
-                                 base=self.base(student, target))
+        fn = multilabel_distillation_loss if self.multilabel else distillation_loss
+        return fn(student, teacher, target, self.alpha, self.temperature, base=self.base(student, target))
 
 
 # ----------------------------------------------------------------------------- multi-label

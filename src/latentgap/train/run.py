@@ -86,9 +86,8 @@ def build_loss(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, mul
     from .losses import DistillationLoss, LDAMLoss, MultiLabelBCELoss
 
     if multilabel:
-        if cfg.distill:
-            raise UserError("distillation is implemented for multi-class data only", "drop --distill")
-        return MultiLabelBCELoss(train_labels)
+        bce = MultiLabelBCELoss(train_labels)
+        return DistillationLoss(bce, cfg.distill_alpha, cfg.distill_temperature, multilabel=True) if cfg.distill else bce
     counts = np.bincount(train_labels, minlength=num_classes)
     if cfg.loss == "ldam":
         if (counts == 0).any():
