@@ -75,7 +75,6 @@ def part_a(n: int, repeats: int, batch_size: int) -> dict:
 
 
 def part_b(rounds: int, steps: int, compile_: bool) -> dict:
-    device = torch.device("cpu")
     setups = {"latent convnext_tiny 4x8x8 b64": ("convnext_tiny", 4, 8, 64),
               "image resnet50 1x64x64 b16": ("resnet50", 1, 64, 16)}
     variants = ["fp32", "channels_last", "bf16", "channels_last+bf16"] + (["compile"] if compile_ else [])

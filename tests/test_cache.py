@@ -18,7 +18,7 @@ from latentgap.autoencoders import adapt_images, create_autoencoder, restore_cha
 from latentgap.cli import main
 from latentgap.data import make_splits, open_dataset, to_uint8
 from latentgap.errors import UserError
-from latentgap.latents import encode_dataset, ensure_cache, input_spec, open_cache, psnr, space_dataset, ssim
+from latentgap.latents import ensure_cache, input_spec, open_cache, psnr, space_dataset, ssim
 
 PHANTOM = "phantom:n=96,size=32,classes=3,imbalance=8"
 

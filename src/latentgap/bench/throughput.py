@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..device import resolve_device, synchronize
+from ..device import device_name, resolve_device, synchronize
 from ..errors import UserError
 from .memory import measure_step_memory, module_state_tensors
 
@@ -281,17 +281,7 @@ def environment(device: torch.device) -> dict:
     import diffusers
     import timm
 
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        try:
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+    name = device_name(device).rsplit(" x", 1)[0]  # threads are a field of their own
     return {"device": str(device), "device_name": name, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "diffusers": diffusers.__version__, "timm": timm.__version__,
             "latentgap": __version__, "python": platform.python_version(), "platform": platform.platform(),

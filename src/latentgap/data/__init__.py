@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import UserError
 from ..io import shared_data_dir
 from .base import ImageDataset, check_resize, to_float, to_uint8

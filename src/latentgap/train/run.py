@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 import yaml
 
 from .. import __version__
-from ..device import autocast_dtype, resolve_device
+from ..device import autocast_dtype, device_name, resolve_device
 from ..errors import UserError
 from ..io import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ..progress import progress_bar
@@ -255,14 +254,8 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict:
         "augment": cfg.augment, "noise_cond": cfg.noise_cond, "distill": cfg.distill,
         "hpo_best": hpo_best["params"] if hpo_best else None,
         "train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / max(n_epochs, 1), 3),
-        "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
         "latentgap": __version__, "config_hash": chash,
     }
     atomic_write_json(run_dir / "result.json", row)
     return row
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
