@@ -98,6 +98,8 @@ def test_noise_conditioned_and_image_space_rows(root, tmp_path):
     img = run_training(_cfg(root, space="image", model="resnet18", model_kwargs=TINY_RESNET, autoencoder=None),
                        tmp_path / "img")
     assert img["input_shape"] == [1, 32, 32] and img["autoencoder"] is None and img["stem_stride"] == 2
+    # memory format: channels-last for ConvNeXt on CPU (measured faster), NCHW for ResNet on CPU
+    assert row["channels_last"] is True and img["channels_last"] is False
 
 
 @pytest.mark.slow

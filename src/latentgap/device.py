@@ -54,3 +54,13 @@ def device_name(device: torch.device) -> str:
         pass
     return f"{name} x{torch.get_num_threads()} threads"
 
+
+def prefers_channels_last(device: torch.device, model_name: str | None) -> bool:
+    """NHWC (channels-last) weights and inputs where it was measured to help: every model on CUDA (tensor
+    cores), ConvNeXt on CPU (its depthwise 7x7 convolutions and channel-last LayerNorms; 1.2-1.3x per training
+    step on this project's CPU, ResNet-50 unchanged: ``benchmarks/channels_last.md``). Values are the same up
+    to float rounding, so the memory format is not part of a run's config hash (like the device)."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(model_name) and model_name.startswith("convnext")
+

@@ -28,9 +28,9 @@ from .spec import ExecutorSettings
 class LiveView:
     """Done / running / failed counts with time left (rich Live on a terminal, one line per task otherwise)."""
 
-    def __init__(self, total: int, done: int, parallel: int, live: bool | None, echo) -> None:
+    def __init__(self, total: int, done: int, parallel: int, live: bool | None, echo, failed: int = 0) -> None:
         self.total, self.done, self.parallel, self.echo = total, done, max(1, parallel), echo
-        self.running, self.failed, self.durations, self.t0 = 0, 0, [], time.time()
+        self.running, self.failed, self.durations, self.t0 = 0, failed, [], time.time()
         self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False) \
             if (console.is_terminal if live is None else live) else None
 
@@ -84,11 +84,11 @@ class LocalExecutor:
     def __init__(self, settings: ExecutorSettings, study_dir: Path, kind: str, live, echo):
         self.workers, self.study_dir, self.kind, self.live_flag, self.echo = settings.workers, study_dir, kind, live, echo
 
-    def run(self, tasks: list[Task], done: int, total: int) -> dict[str, str | None]:
+    def run(self, tasks: list[Task], done: int, total: int, failed: int = 0) -> dict[str, str | None]:
         results: dict[str, str | None] = {}
         if not tasks:
             return results
-        with LiveView(total, done, self.workers, self.live_flag, self.echo) as view:
+        with LiveView(total, done, self.workers, self.live_flag, self.echo, failed) as view:
             if self.workers == 1:
                 for t in tasks:
                     view.update(running=1)
@@ -150,7 +150,7 @@ class SlurmExecutor:
         ex.update_parameters(**params)
         return ex
 
-    def run(self, tasks: list[Task], done: int, total: int) -> dict[str, str | None]:
+    def run(self, tasks: list[Task], done: int, total: int, failed: int = 0) -> dict[str, str | None]:
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
         results: dict[str, str | None] = {}
@@ -165,7 +165,8 @@ class SlurmExecutor:
         self.echo(f"submitted {n} tasks as Slurm array {jobs[0].job_id.split('_')[0]} "
                   f"(logs in {Path(jobs[0].paths.folder)})")
         todo = dict(zip(tasks, jobs))
-        with LiveView(total, done, min(self.s.slurm.array_parallelism, n), self.live_flag, self.echo) as view:
+        with LiveView(total, done, min(self.s.slurm.array_parallelism, n), self.live_flag, self.echo,
+                      failed) as view:
             while todo:
                 running = 0
                 for t, job in list(todo.items()):

@@ -267,7 +267,8 @@ def dry_run_text(spec: StudySpec, study_dir: Path, prepares: list[Task], cells: 
     lines = [f"study {spec.name} in {study_dir}: {n_ae} autoencoder trainings, {len(prepares) - n_ae} "
              f"cache/fidelity tasks, {len(cells)} cells "
              f"({len(spec.datasets)} datasets x {len(spec.autoencoders)} autoencoders x spaces {','.join(spec.spaces)} "
-             f"x variants {','.join(spec.variants)} x {len(spec.fold_ids)} folds x {len(spec.seeds)} seeds)"]
+             f"x variants {','.join(spec.variants)}{_variants_scope(spec)} x {len(spec.fold_ids)} folds "
+             f"x {len(spec.seeds)} seeds)"]
     lines.append(f"{'hash':14} {'status':8} task")
     for t in prepares + cells:
         lines.append(f"{t.hash:14} {status[t.hash]:8} {t.label}")
@@ -275,6 +276,11 @@ def dry_run_text(spec: StudySpec, study_dir: Path, prepares: list[Task], cells: 
     lines.append(f"done {counts['done']}, failed {counts['failed']}, pending {counts['pending']} "
                  f"of {len(status)} tasks")
     return "\n".join(lines)
+
+
+def _variants_scope(spec: StudySpec) -> str:
+    scope = [f"{k} {','.join(v)}" for k, v in spec.variants_on.items()]
+    return f" (non-plain on {'; '.join(scope)} only)" if scope and len(spec.variants) > 1 else ""
 
 
 def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None = None, dry_run: bool = False,
@@ -320,7 +326,8 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
                 failed[t.hash] = f"blocked by {bad[0]}"
             else:
                 todo.append(t)
-        results = executor.run(todo, done=summary.done_before + summary.ran, total=summary.total)
+        results = executor.run(todo, done=summary.done_before + summary.ran, total=summary.total,
+                               failed=len(summary.failed) + len(blocked))
         for t in todo:
             reason = results.get(t.hash)
             if reason is None:

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from .. import __version__
-from ..device import autocast_dtype, device_name, resolve_device
+from ..device import autocast_dtype, device_name, prefers_channels_last, resolve_device
 from ..errors import UserError
 from ..io import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ..progress import progress_bar
@@ -197,6 +197,9 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict:
         teacher = teacher_logits(cfg, ds, splits, cache, train, root)
 
     model = build_model(cfg, c, k, (h, w), multilabel).to(device)
+    channels_last = prefers_channels_last(device, cfg.model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg, train_labels, k, multilabel).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -233,12 +236,12 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict:
                       Batches(train, cfg.batch_size, shuffle=True, generator=g, extra=teacher, drop_last_single=True),
                       Batches(val, 4 * cfg.batch_size), device, g, epochs=cfg.epochs, patience=cfg.patience,
                       augment=Augment.preset(cfg.augment), noise=noise, multilabel=multilabel, start_epoch=start,
-                      stopper=stopper, on_epoch=on_epoch, channels_last=device.type == "cuda", scaler=scaler,
+                      stopper=stopper, on_epoch=on_epoch, channels_last=channels_last, scaler=scaler,
                       precise_bn_batches=cfg.precise_bn_batches)
 
     model.load_state_dict(stopper.best_state)
     res = evaluate(model, Batches(test, 4 * cfg.batch_size), device, multilabel=multilabel,
-                   noise=noise.schedule if noise else None, seed=cfg.seed, channels_last=device.type == "cuda")
+                   noise=noise.schedule if noise else None, seed=cfg.seed, channels_last=channels_last)
     _save_npy(run_dir / "test_probs.npy", res.pop("probs").astype(np.float32))
     n_epochs = len(lines)
     row = {
@@ -254,7 +257,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict:
         "augment": cfg.augment, "noise_cond": cfg.noise_cond, "distill": cfg.distill,
         "hpo_best": hpo_best["params"] if hpo_best else None,
         "train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / max(n_epochs, 1), 3),
-        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+        "device": str(device), "device_name": device_name(device), "channels_last": channels_last, "torch": torch.__version__,
         "latentgap": __version__, "config_hash": chash,
     }
     atomic_write_json(run_dir / "result.json", row)
