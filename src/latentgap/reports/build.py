@@ -174,6 +174,17 @@ def render_html(title: str, secs: list[Section]) -> str:
     return "\n".join(out)
 
 
+def _study_name(study_dir: Path) -> str:
+    """The spec's ``name`` from the study folder's ``study.yaml``, else the folder's name."""
+    import yaml
+
+    try:
+        name = yaml.safe_load((study_dir / "study.yaml").read_text()).get("name")
+    except (OSError, AttributeError, yaml.YAMLError):
+        name = None
+    return str(name) if name else study_dir.resolve().name
+
+
 def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Rebuild report.md, report.html and rows.csv of a study folder from its rows.
 
@@ -187,7 +198,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> di
     out = Path(out_dir) if out_dir else study_dir
     rows = load_rows(study_dir)
     secs = build_sections(rows, study_dir)
-    title = f"latentgap study report: {study_dir.resolve().name} ({time.strftime('%Y-%m-%d')})"
+    title = f"latentgap study report: {_study_name(study_dir)} ({time.strftime('%Y-%m-%d')})"
     files_dir = "report_files"
     for s in secs:
         for name, png in s.images or []:
