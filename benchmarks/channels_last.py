@@ -4,7 +4,7 @@ One thread, CPU time per training step (forward + backward + AdamW) of the real 
 the two memory formats interleaved round by round so that machine load hits both alike. Writes
 ``benchmarks/channels_last.json``; the policy it supports is ``latentgap.device.prefers_channels_last``.
 
-    python benchmarks/channels_last.py --rounds 3 --steps 3
+    python benchmarks/channels_last.py --rounds 3 --steps 3 [--models resnet50] [--out other.json]
 """
 
 from __future__ import annotations
@@ -54,12 +54,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--models", nargs="+", help="only these models (default: all setups)")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     args = ap.parse_args()
     torch.set_num_threads(1)
     start = machine()
     rows = []
     for label, name, c, side, batch in SETUPS:
+        if args.models and name not in args.models:
+            continue
         got = {"nchw": [], "channels_last": []}
         for _ in range(args.rounds):
             for fmt in ("nchw", "channels_last"):
