@@ -117,3 +117,14 @@ def test_noise_schedule_matches_diffusers_and_forward_process():
     g = torch.Generator().manual_seed(0)
     draws = s.sample_timesteps(4000, g, clean_fraction=0.25, max_fraction=0.5)
     assert draws.max() < 500 and abs(float((draws == -1).float().mean()) - 0.25) < 0.03
+
+
+def test_channels_last_policy_follows_the_measurements():
+    """benchmarks/channels_last.md: CUDA always; CPU for ConvNeXt and ResNet-50, not ResNet-18 or MPS."""
+    from latentgap.device import prefers_channels_last
+
+    cpu = torch.device("cpu")
+    assert prefers_channels_last(cpu, "convnext_tiny") and prefers_channels_last(cpu, "resnet50")
+    assert not prefers_channels_last(cpu, "resnet18") and not prefers_channels_last(cpu, None)
+    assert prefers_channels_last(torch.device("cuda"), "resnet18")
+    assert not prefers_channels_last(torch.device("mps"), "convnext_tiny")

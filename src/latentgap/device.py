@@ -57,10 +57,9 @@ def device_name(device: torch.device) -> str:
 
 def prefers_channels_last(device: torch.device, model_name: str | None) -> bool:
     """NHWC (channels-last) weights and inputs where it was measured to help: every model on CUDA (tensor
-    cores), ConvNeXt on CPU (its depthwise 7x7 convolutions and channel-last LayerNorms; 1.2-1.3x per training
-    step on this project's CPU, ResNet-50 unchanged: ``benchmarks/channels_last.md``). Values are the same up
-    to float rounding, so the memory format is not part of a run's config hash (like the device)."""
+    cores); on CPU, ConvNeXt (1.10-1.21x per training step on a quiet 2-core Xeon) and ResNet-50 (1.30x at
+    128 px), but not ResNet-18 (0.96x at 64 px) — ``benchmarks/channels_last.md``. Values are the same up to
+    float rounding, so the memory format is not part of a run's config hash (like the device)."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and bool(model_name) and model_name.startswith("convnext")
-
+    return device.type == "cpu" and bool(model_name) and model_name.startswith(("convnext", "resnet50"))
