@@ -39,7 +39,7 @@ def synchronize(device: torch.device) -> None:
 
 def device_name(device: torch.device) -> str:
     """Human-readable hardware name for result rows: the GPU's name, or the CPU's model name (Linux
-    ``/proc/cpuinfo``; ``platform.processor()`` is empty there) with the thread count."""
+    ``/proc/cpuinfo``; ``platform.processor()`` is empty there)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
@@ -52,7 +52,7 @@ def device_name(device: torch.device) -> str:
             name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
     except OSError:
         pass
-    return f"{name} x{torch.get_num_threads()} threads"
+    return name
 
 
 def prefers_channels_last(device: torch.device, model_name: str | None) -> bool:

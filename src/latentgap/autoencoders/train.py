@@ -174,7 +174,8 @@ def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, bat
         console.print(f"[yellow]warning:[/yellow] {warn[-1]}")
     settings = {**settings, "steps": steps, "batch_size": batch_size, "lr": lr, "loss": loss,
                 "kl_weight": kl_weight, "perceptual_weight": perceptual_weight, "seed": seed,
-                "grey_to_rgb": grey_to_rgb, "pool": stable_hash(pool.tolist()), **({"crop": crop} if crop else {})}
+                "grey_to_rgb": grey_to_rgb, "pool": stable_hash(pool.tolist()),
+                **({"crop": crop} if crop else {})}  # absent when unset: earlier checkpoints still resume
     shash = stable_hash(settings)
     root = out / "checkpoints"
     step, history, elapsed = 0, [], 0.0

@@ -281,8 +281,7 @@ def environment(device: torch.device) -> dict:
     import diffusers
     import timm
 
-    name = device_name(device).rsplit(" x", 1)[0]  # threads are a field of their own
-    return {"device": str(device), "device_name": name, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"device": str(device), "device_name": device_name(device), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "diffusers": diffusers.__version__, "timm": timm.__version__,
             "latentgap": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}

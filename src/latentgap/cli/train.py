@@ -68,7 +68,8 @@ def train_cmd(
             dataset=data, autoencoder=ae, space=space, fold=fold, model=model, pretrained=pretrained,
             noise_cond=noise_cond, distill=distill, distill_teacher=str(teacher) if teacher else None,
             distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs,
-            patience=patience, precise_bn_batches=precise_bn, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
+            patience=patience, precise_bn_batches=precise_bn, batch_size=batch_size, lr=lr,
+            weight_decay=weight_decay, loss=loss,
             drw_switch_epoch=drw_epoch, augment=augment, protocol=protocol, k=folds, split_seed=split_seed, seed=seed,
             resize=resize, root=str(root) if root else None, device=device,
         )

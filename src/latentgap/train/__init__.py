@@ -9,6 +9,7 @@ from .metrics import classification_metrics, multiclass_metrics, multilabel_metr
 from .run import run_training
 
 __all__ = ["TrainConfig", "run_training", "DistillationLoss", "LDAMLoss", "MultiLabelBCELoss", "distillation_loss",
-           "drw_weights", "ldam_loss", "ldam_margins", "multilabel_bce", "multilabel_distillation_loss", "pos_weights", "Augment", "Batches",
+           "drw_weights", "ldam_loss", "ldam_margins", "multilabel_bce", "multilabel_distillation_loss",
+           "pos_weights", "Augment", "Batches",
            "EarlyStopping", "NoiseSampling", "evaluate", "fit", "predict", "recalibrate_batchnorm", "train_one_epoch",
            "classification_metrics", "multiclass_metrics", "multilabel_metrics"]

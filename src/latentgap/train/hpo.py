@@ -75,7 +75,7 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
     """Run ``cfg.hpo_trials`` Optuna trials; returns {params, config_update, best_value, values, inner sizes}."""
     import optuna
 
-    from .run import build_loss, build_model
+    from .run import build_loss, build_model, place_model
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tr_pos, va_pos = inner_split(train_ds, fold, cfg.hpo_inner_fraction, cfg.seed)
@@ -88,7 +88,7 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
         upd = suggest(trial, cfg)
         updates[trial.number] = upd
         tcfg = cfg.model_copy(update={**upd, "epochs": cfg.hpo_epochs, "pretrained": cfg.pretrained})
-        model = build_model(tcfg, c, num_classes, (h, w), multilabel).to(device)
+        model, channels_last = place_model(build_model(tcfg, c, num_classes, (h, w), multilabel), tcfg, device)
         loss_fn = build_loss(tcfg.model_copy(update={"distill": False}), labels, num_classes, multilabel).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tcfg.epochs)
@@ -103,7 +103,7 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
                       Batches(inner_va, 4 * tcfg.batch_size), device, g, epochs=tcfg.epochs,
                       patience=min(cfg.patience, tcfg.epochs), augment=Augment.preset(tcfg.augment), noise=noise,
                       multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs)),
-                      precise_bn_batches=tcfg.precise_bn_batches)
+                      precise_bn_batches=tcfg.precise_bn_batches, channels_last=channels_last)
         return float(stopper.best)
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))

@@ -77,6 +77,12 @@ def _unpack(batch, device):
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True), [r.to(device) for r in rest]
 
 
+def _autocast(device: torch.device):
+    """Mixed precision where :func:`autocast_dtype` chooses it (CUDA), a no-op context elsewhere."""
+    amp = autocast_dtype(device)
+    return torch.autocast(device.type, dtype=amp) if amp else nullcontext()
+
+
 def _forward(model: nn.Module, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
     return model(x, sigma) if isinstance(model, NoiseConditioned) else model(x)
 
@@ -96,7 +102,6 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         scaler: GradScaler for float16 autocast (bfloat16 needs none).
     """
     model.train()
-    amp = autocast_dtype(device)
     tot_loss, correct, seen = 0.0, 0, 0
     for batch in loader:
         x, y, extra = _unpack(batch, device)
@@ -111,7 +116,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             x, sigma = noise.schedule.q_sample(x, t, eps), noise.schedule.noise_level(t)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
+        with _autocast(device):
             logits = _forward(model, x, sigma)
             loss = loss_fn(logits.float(), y, *extra)
         optimizer.zero_grad(set_to_none=True)
@@ -137,7 +142,6 @@ def predict(model: nn.Module, loader, device: torch.device, *, multilabel: bool 
             channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(probs (N, K), labels, timesteps or None) over ``loader``; noisy inputs when ``noise`` is given."""
     model.eval()
-    amp = autocast_dtype(device)
     probs, labels, ts = [], [], []
     for batch in loader:
         x, y, _ = _unpack(batch, device)
@@ -151,7 +155,7 @@ def predict(model: nn.Module, loader, device: torch.device, *, multilabel: bool 
             sigma = torch.zeros(len(x), device=device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
+        with _autocast(device):
             logits = _forward(model, x, sigma).float()
         probs.append((torch.sigmoid(logits) if multilabel else logits.softmax(1)).cpu().numpy())
         labels.append(y.cpu().numpy())
@@ -206,7 +210,7 @@ def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device, *, ma
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             sigma = torch.zeros(len(x), device=device) if isinstance(model, NoiseConditioned) else None
-            with torch.autocast(device.type, dtype=autocast_dtype(device)) if autocast_dtype(device) else nullcontext():
+            with _autocast(device):
                 _forward(model, x, sigma)
     finally:
         for m, mom in zip(bns, momenta):

@@ -81,6 +81,14 @@ def build_model(cfg: TrainConfig, in_chans: int, num_classes: int, input_size, m
     return model
 
 
+def place_model(model, cfg: TrainConfig, device: torch.device):
+    """``(model on device, channels_last)``: NHWC weights where :func:`prefers_channels_last` says so
+    (the loops then feed NHWC inputs)."""
+    model = model.to(device)
+    channels_last = prefers_channels_last(device, cfg.model)
+    return (model.to(memory_format=torch.channels_last) if channels_last else model), channels_last
+
+
 def build_loss(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, multilabel: bool):
     from .losses import DistillationLoss, LDAMLoss, MultiLabelBCELoss
 
@@ -196,10 +204,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict:
         from .distill import teacher_logits
         teacher = teacher_logits(cfg, ds, splits, cache, train, root)
 
-    model = build_model(cfg, c, k, (h, w), multilabel).to(device)
-    channels_last = prefers_channels_last(device, cfg.model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, channels_last = place_model(build_model(cfg, c, k, (h, w), multilabel), cfg, device)
     loss_fn = build_loss(cfg, train_labels, k, multilabel).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -257,7 +262,8 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict:
         "augment": cfg.augment, "noise_cond": cfg.noise_cond, "distill": cfg.distill,
         "hpo_best": hpo_best["params"] if hpo_best else None,
         "train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / max(n_epochs, 1), 3),
-        "device": str(device), "device_name": device_name(device), "channels_last": channels_last, "torch": torch.__version__,
+        "device": str(device), "device_name": f"{device_name(device)} x{torch.get_num_threads()} threads",
+        "channels_last": channels_last, "torch": torch.__version__,
         "latentgap": __version__, "config_hash": chash,
     }
     atomic_write_json(run_dir / "result.json", row)
