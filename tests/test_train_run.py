@@ -154,6 +154,8 @@ def test_hpo_inner_split_refuses_test_samples():
     (["--space", "pixels"], "unknown space 'pixels'"),
     (["--model", "vgg16"], "unknown classifier 'vgg16'"),
     (["--space", "latent"], "needs an autoencoder"),
+    (["--precise-bn", "-1"], "--precise-bn: Input should be greater than or equal to 0"),  # the option's name
+    (["--folds", "1"], "--folds: Input should be greater than or equal to 2"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, needle, capsys, tmp_path):
     code, err = _cli(["train", "--data", DATA, "--out", str(tmp_path / "x"), *args], capsys)

@@ -12,6 +12,12 @@ import typer
 from . import app
 
 
+# TrainConfig fields whose command-line option has another name (for error messages)
+_FLAGS = {"dataset": "--data", "autoencoder": "--ae", "k": "--folds", "precise_bn_batches": "--precise-bn",
+          "drw_switch_epoch": "--drw-epoch", "distill_alpha": "--alpha", "distill_temperature": "--temperature",
+          "distill_teacher": "--teacher", "hpo_trials": "--trials"}
+
+
 @app.command("train")
 def train_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Dataset: phantom[:k=v,...], a MedMNIST name, a shared-data "
@@ -75,7 +81,9 @@ def train_cmd(
         )
     except ValidationError as e:
         err = e.errors()[0]
-        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", "pass a valid value (see --help)") from None
+        field = str(err["loc"][0])
+        flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
+        raise UserError(f"{flag}: {err['msg']}", "pass a valid value (see --help)") from None
     cfg = cfg.resolved()
     if out is None:
         tag = "-".join(re.sub(r"[^A-Za-z0-9_.=]+", "_", Path(p).stem) for p in (data, ae or "none"))
