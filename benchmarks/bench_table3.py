@@ -19,7 +19,7 @@ import torch
 
 from latentgap.bench import BenchConfig, run_bench, save_results
 from latentgap.bench.output import result_stem
-from latentgap.io import atomic_write_json
+from latentgap.storage import atomic_write_json
 
 HERE = Path(__file__).parent
 

@@ -27,7 +27,7 @@ import torch
 
 from latentgap.autoencoders import adapt_images, create_autoencoder, restore_channels
 from latentgap.data import open_dataset
-from latentgap.io import atomic_write_json
+from latentgap.storage import atomic_write_json
 from latentgap.latents import encode_dataset
 
 

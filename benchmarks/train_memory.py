@@ -69,7 +69,7 @@ def main() -> None:
             sys.exit(p.stderr)
         rows.append(json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")][-1][7:]))
         print(rows[-1], flush=True)
-    from latentgap.io import atomic_write_json
+    from latentgap.storage import atomic_write_json
 
     atomic_write_json(args.out, {
         "rows": rows, "peak_ratio_largest_vs_smallest": rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"],

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from latentgap.autoencoders.builtin import build_builtin
 from latentgap.data import make_splits, open_dataset
-from latentgap.io import atomic_write_json
+from latentgap.storage import atomic_write_json
 from latentgap.latents import ensure_cache, space_dataset
 from latentgap.models import create_classifier
 from latentgap.train import Batches, train_one_epoch

@@ -1,11 +1,18 @@
-"""Shared fixtures. Real data and weights come from ``../shared/data`` (or ``$LATENTGAP_SHARED_DATA``)."""
+"""Shared fixtures. Real data and weights come from ``../shared/data`` beside the repository (or
+``$LATENTGAP_SHARED_DATA``). The library looks for ``shared/data`` from the working directory; tests set the
+variable once so that subprocesses started in temporary folders find the same data."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from latentgap.io import shared_data_dir
+os.environ.setdefault("LATENTGAP_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+from latentgap.storage import shared_data_dir  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -5,3 +5,12 @@ difference between latent-space and reconstruction-space classifiers is the *lea
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # the public entry points, imported on first use (``import latentgap`` stays light for the CLI)
+    if name in ("load_run", "run_training"):
+        from . import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'latentgap' has no attribute {name!r}")

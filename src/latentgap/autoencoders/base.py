@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..io import sha256_file
+from ..storage import sha256_file
 from ..registry import Registry
 
 #: name -> factory ``fn(name=..., **kw) -> Autoencoder`` (on CPU; ``create_autoencoder`` moves it)

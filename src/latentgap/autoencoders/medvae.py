@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write_json, read_json
+from ..storage import atomic_write_json, read_json
 from .base import AUTOENCODERS, AEInfo, Autoencoder, state_dict_sha256, weights_sha256
 
 MEDVAE_JSON = "medvae.json"  # marks a fine-tuned MedVAE folder

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..io import shared_data_dir
+from ..storage import shared_data_dir
 from .base import AUTOENCODERS, AEInfo, Autoencoder, weights_sha256
 from .hub import describe_weights, from_pretrained, split_hub_spec
 

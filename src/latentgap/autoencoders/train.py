@@ -30,7 +30,7 @@ import torch
 from .. import __version__
 from ..device import resolve_device
 from ..errors import UserError
-from ..io import atomic_write_json, stable_hash
+from ..storage import atomic_write_json, stable_hash
 from ..progress import console, progress_bar
 from .base import Autoencoder, adapt_images
 from .builtin import BUILTIN_DEFAULTS, build_builtin

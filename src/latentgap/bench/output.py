@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import UserError
-from ..io import atomic_write_text
+from ..storage import atomic_write_text
 from .throughput import fmt_ratio, paper_reference
 
 

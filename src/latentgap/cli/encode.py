@@ -89,7 +89,7 @@ def fidelity_cmd(
     from ..autoencoders import create_autoencoder
     from ..data import open_dataset
     from ..device import resolve_device
-    from ..io import atomic_write_text
+    from ..storage import atomic_write_text
     from ..latents import ensure_cache, summarize_fidelity
 
     root_ = _root(root)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import shared_data_dir
+from ..storage import shared_data_dir
 from .base import ImageDataset, check_resize, to_float, to_uint8
 from .splits import Fold, Splits, load_or_make_splits, make_splits
 

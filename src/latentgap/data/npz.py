@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..io import atomic_write, sha256_file, shared_data_dir
+from ..storage import atomic_write, sha256_file, shared_data_dir
 from .base import SPLIT_NAMES, ImageDataset, check_labels
 
 MEDMNIST_SIZES = (28, 64, 128, 224)

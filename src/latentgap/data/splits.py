@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..io import atomic_write_json, read_json
+from ..storage import atomic_write_json, read_json
 
 SPLITS_VERSION = 1
 PROTOCOLS = ("kfold", "official")

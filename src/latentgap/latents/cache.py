@@ -32,7 +32,7 @@ import torch
 
 from .. import __version__
 from ..errors import UserError
-from ..io import atomic_write_json, read_json, stable_hash
+from ..storage import atomic_write_json, read_json, stable_hash
 from ..progress import progress_bar
 from .fidelity import psnr, ssim
 from .spaces import NpyRows

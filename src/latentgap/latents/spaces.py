@@ -96,6 +96,13 @@ class SpaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, std) per channel applied to latents (the fold's training statistics), None for images."""
+        if self._mean is None:
+            return None
+        return self._mean.flatten().numpy().astype(np.float64), self._std.flatten().numpy().astype(np.float64)
+
     def _inputs(self, idx: np.ndarray) -> torch.Tensor:
         rows = self._read(idx)
         if rows.dtype == np.uint8:  # images / reconstructions (b, H, W, C) -> (b, C, H, W) in [0, 1]

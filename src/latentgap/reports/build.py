@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..io import atomic_write_bytes, atomic_write_text
+from ..storage import atomic_write_bytes, atomic_write_text
 from ..study import stats as S
 from . import figures, tables
 

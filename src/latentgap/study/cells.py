@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write, stable_hash
+from ..storage import atomic_write, stable_hash
 from .spec import resize_for
 
 
@@ -35,7 +35,7 @@ def train_autoencoder_task(cfg: dict[str, Any], out_dir: Path, study_dir: Path) 
     """Train the built-in autoencoder on ``cfg["data"]`` into ``out_dir`` (resumes from its checkpoints)."""
     from ..autoencoders.train import train_autoencoder
     from ..data import open_dataset
-    from ..io import read_json
+    from ..storage import read_json
 
     if not (out_dir / "model").is_dir():  # a killed training resumes; a finished one is never redone
         ds = open_dataset(cfg["data"], resize=cfg["resize"])

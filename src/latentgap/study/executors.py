@@ -179,7 +179,7 @@ class SlurmExecutor:
                     except (UncompletedJobError, FailedJobError) as e:
                         results[t.hash] = _job_reason(e, job)
                         if not (self.study_dir / "failed" / f"{t.hash}.json").exists():
-                            from ..io import atomic_write_json
+                            from ..storage import atomic_write_json
 
                             atomic_write_json(self.study_dir / "failed" / f"{t.hash}.json",
                                               {"task": t.label, "reason": results[t.hash], "job_id": job.job_id})

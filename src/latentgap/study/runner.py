@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_text, read_json, stable_hash
+from ..storage import atomic_write_json, atomic_write_text, read_json, stable_hash
 from .spec import IMAGE_AE, AutoencoderEntry, StudySpec, resize_for
 
 IDENTITY = ("dataset", "autoencoder", "space", "variant", "fold", "seed")

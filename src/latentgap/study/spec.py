@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_serializer, model_validator)
 
 from ..errors import UserError
-from ..io import shared_data_dir
+from ..storage import shared_data_dir
 
 SPACES = ("image", "recon", "latent")
 IMAGE_AE = "none"  # autoencoder value of image-space cells and rows (they need no autoencoder)

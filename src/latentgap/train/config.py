@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
-from ..io import stable_hash
+from ..storage import stable_hash
 
 SPACES = ("image", "recon", "latent")
 LOSSES = ("ldam", "ce")

@@ -1,7 +1,9 @@
 """Distillation teacher for latent classifiers (learnability-gap paper, "Distillation from image space").
 
 The teacher is an image-space classifier (ResNet-50 by default) trained on *reconstructions* of the same
-fold; the latent student learns ``CE + alpha * T^2 * KL(teacher || student)``. The teacher's logits on the
+fold, or one trained on the images; either way it is applied to the *reconstructions* of the student's
+samples (DESIGN.md: the teacher sees what the latent encodes). The latent student learns
+``CE + alpha * T^2 * KL(teacher || student)``. The teacher's logits on the
 fold's training part are computed once (clean inputs, no augmentation) and cached beside the teacher run
 with a small manifest (dataset fingerprint, autoencoder, splits digest, fold), so every student variant
 and seed of that fold reuses them. A teacher made for another dataset, fold or autoencoder is refused.
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write_bytes, atomic_write_json, read_json
+from ..storage import atomic_write_bytes, atomic_write_json, read_json
 from .config import DEFAULT_MODEL, TrainConfig
 from .loop import Batches
 
@@ -34,6 +36,14 @@ def teacher_config(cfg: TrainConfig) -> TrainConfig:
     }).resolved()
 
 
+def ae_identity(cache, name: str | None) -> dict:
+    """Name and weights hash of the autoencoder behind ``cache`` (what a teacher must share)."""
+    if cache is None:
+        return {"autoencoder": name, "autoencoder_sha256": None}
+    info = cache.manifest.get("autoencoder", {})
+    return {"autoencoder": info.get("name", name), "autoencoder_sha256": info.get("weights_sha256")}
+
+
 def _check_teacher(row: dict, want: dict, teacher_dir: Path) -> None:
     if row.get("space") not in ("recon", "image"):
         raise UserError(f"teacher {teacher_dir} is a {row.get('space')}-space run", "use a reconstruction-space run")
@@ -47,48 +57,26 @@ def _check_teacher(row: dict, want: dict, teacher_dir: Path) -> None:
                             "pass a teacher trained on the same dataset, autoencoder and fold, or omit --teacher")
 
 
-def _load_teacher(teacher_dir: Path, in_shape, num_classes: int, multilabel: bool):
-    import yaml
-    from safetensors.torch import load_file
-
-    from .run import build_model
-
-    d = yaml.safe_load((teacher_dir / "config.yaml").read_text())
-    d.pop("config_hash", None)
-    tcfg = TrainConfig(**{**d, "pretrained": "false"})  # the weights come from the checkpoint
-    c, h, w = in_shape
-    model = build_model(tcfg, c, num_classes, (h, w), multilabel)
-    t = load_file(str(teacher_dir / "checkpoint.safetensors"))
-    model.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("best.")})
-    return model.eval()
-
-
-def teacher_logits(cfg: TrainConfig, ds, splits, cache, student_train, root: Path) -> torch.Tensor:
+def teacher_logits(cfg: TrainConfig, ds, splits, cache, student_train, teacher_dir: Path) -> torch.Tensor:
     """(n_train, K) teacher logits aligned with the student's training part (computed once per fold).
 
     Args:
-        cfg: the student's resolved config (``distill_teacher``: a finished teacher run folder, or None to
-            train one under ``<root>/teachers/``).
+        cfg: the student's resolved config.
         ds, splits, cache: the student's dataset, folds and latent cache (the teacher reads ``cache.recon``).
         student_train: the student's training SpaceDataset (its ``indices`` fix the row order).
+        teacher_dir: a finished image- or reconstruction-space run folder of the same dataset, folds and fold.
     """
     from ..device import resolve_device
-    from ..latents import input_spec, space_dataset
-    from .run import ae_identity, run_training
+    from ..latents import space_dataset
+    from .load import load_run
 
     want = {"dataset_fingerprint": ds.fingerprint(), "splits_digest": splits.digest(), "fold": cfg.fold,
             **ae_identity(cache, cfg.autoencoder)}
-    if cfg.distill_teacher:
-        teacher_dir = Path(cfg.distill_teacher)
-        if not (teacher_dir / "result.json").is_file():
-            raise UserError(f"teacher folder {teacher_dir} holds no finished run (no result.json)",
-                            "pass the --out folder of a finished `latentgap train --space recon` run")
-        row = read_json(teacher_dir / "result.json")
-    else:
-        tcfg = teacher_config(cfg)
-        tag = f"{ds.name}-{want['autoencoder']}-{want['splits_digest'][:10]}-fold{cfg.fold}-{tcfg.config_hash()}"
-        teacher_dir = Path(root) / "teachers" / tag
-        row = run_training(tcfg, teacher_dir)
+    teacher_dir = Path(teacher_dir)
+    if not (teacher_dir / "result.json").is_file():
+        raise UserError(f"teacher folder {teacher_dir} holds no finished run (no result.json)",
+                        "pass the --out folder of a finished `latentgap train --space recon` run")
+    row = read_json(teacher_dir / "result.json")
     _check_teacher(row, want, teacher_dir)
 
     out, manifest = teacher_dir / f"logits-fold{cfg.fold}-train.npy", teacher_dir / f"logits-fold{cfg.fold}-train.json"
@@ -102,10 +90,10 @@ def teacher_logits(cfg: TrainConfig, ds, splits, cache, student_train, root: Pat
         return torch.from_numpy(np.load(out))
 
     space = row["space"]
-    part = space_dataset(space, ds, cache, splits, cfg.fold, "train")
+    part = space_dataset("recon", ds, cache, splits, cfg.fold, "train")  # image or recon teacher: reconstructions
     assert np.array_equal(part.indices, student_train.indices), "teacher and student rows must align"
     device = resolve_device(cfg.device)
-    model = _load_teacher(teacher_dir, input_spec(space, ds, cache), int(ds.num_classes), bool(ds.multilabel)).to(device)
+    model = load_run(teacher_dir, device=device).model
     chunks = []
     with torch.no_grad():
         for x, _ in Batches(part, 256):

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_write_json, read_json
+from ..storage import atomic_write_json, read_json
+from .build import build_loss, build_model, build_noise, build_optimizer, place_model
 from .config import TrainConfig
-from .loop import Augment, Batches, EarlyStopping, NoiseSampling, fit
+from .loop import Augment, Batches, EarlyStopping, fit
 
 # timm's (depths, dims) of the ConvNeXt variants; the search scales these
 _CONVNEXT = {"convnext_atto": ((2, 2, 6, 2), (40, 80, 160, 320)), "convnext_nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
@@ -75,8 +76,6 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
     """Run ``cfg.hpo_trials`` Optuna trials; returns {params, config_update, best_value, values, inner sizes}."""
     import optuna
 
-    from .run import build_loss, build_model, place_model
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tr_pos, va_pos = inner_split(train_ds, fold, cfg.hpo_inner_fraction, cfg.seed)
     inner_tr, inner_va = _Part(train_ds, tr_pos), _Part(train_ds, va_pos)
@@ -90,14 +89,9 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
         tcfg = cfg.model_copy(update={**upd, "epochs": cfg.hpo_epochs, "pretrained": cfg.pretrained})
         model, channels_last = place_model(build_model(tcfg, c, num_classes, (h, w), multilabel), tcfg, device)
         loss_fn = build_loss(tcfg.model_copy(update={"distill": False}), labels, num_classes, multilabel).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tcfg.epochs)
+        opt, sched = build_optimizer(tcfg, model)
         g = torch.Generator().manual_seed(cfg.seed + trial.number)
-        noise = None
-        if tcfg.noise_cond:
-            from ..models import NoiseSchedule
-            s = NoiseSchedule(tcfg.noise_timesteps, tcfg.noise_schedule, tcfg.noise_beta_start, tcfg.noise_beta_end)
-            noise = NoiseSampling(s.to(device), tcfg.noise_clean_fraction, tcfg.noise_max_fraction)
+        noise = build_noise(tcfg, device)
         stopper = fit(model, opt, sched, loss_fn,
                       Batches(inner_tr, tcfg.batch_size, shuffle=True, generator=g, drop_last_single=True),
                       Batches(inner_va, 4 * tcfg.batch_size), device, g, epochs=tcfg.epochs,

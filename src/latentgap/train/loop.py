@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import autocast_dtype
-from ..models.film import NoiseConditioned, NoiseSchedule
+from ..diffusion import NoiseSchedule
+from ..models.film import NoiseConditioned
 from .metrics import classification_metrics
 
 # ----------------------------------------------------------------------------- augmentation
@@ -247,6 +248,26 @@ class EarlyStopping:
 
     def load_state_dict(self, d: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = d["best"], d["best_epoch"], d["bad_epochs"]
+
+
+def convergence(val_curve: list[float], best_epoch: int, max_epochs: int, patience: int,
+                tol: float = 0.005) -> dict:
+    """Whether a run converged, from its validation curve (a cell that did not is budget-limited).
+
+    * ``early-stopped``: training stopped because validation had not improved for ``patience`` epochs;
+    * ``plateau``: training reached ``max_epochs``, but the last ``w = max(3, n // 4)`` epochs did not beat
+      the best value before them by more than ``tol`` (validation bACC has flattened);
+    * ``budget-limited``: neither — validation was still improving when the epochs ran out.
+
+    Returns ``{"converged": bool, "convergence": reason}``.
+    """
+    n = len(val_curve)
+    if n < max_epochs and n - 1 - best_epoch >= patience:
+        return {"converged": True, "convergence": "early-stopped"}
+    w = max(3, n // 4)
+    if n > w and max(val_curve[-w:]) <= max(val_curve[:-w]) + tol:
+        return {"converged": True, "convergence": "plateau"}
+    return {"converged": False, "convergence": "budget-limited"}
 
 
 # ----------------------------------------------------------------------------- batches and fit

@@ -1,5 +1,7 @@
 """Small file helpers shared by every stage: atomic writes, hashing, shared-data lookup.
 
+(Named ``storage`` rather than ``io`` so that it never shadows the standard library's ``io``.)
+
 Finished results, caches and checkpoints are never half-written: everything goes to a temporary
 name in the same directory and is renamed into place (``os.replace`` is atomic on POSIX).
 """
@@ -63,10 +65,15 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 
 
 def shared_data_dir() -> Path:
-    """Where the real weights and datasets live: ``$LATENTGAP_SHARED_DATA`` or ``../shared/data``
-    beside the repository root (the layout of this project's CI)."""
+    """Where the real weights and datasets live: ``$LATENTGAP_SHARED_DATA``, else the first ``shared/data``
+    folder found in the working directory or one of its parents (this project's CI clones the repository
+    beside ``shared/``, so ``../shared/data`` from the repository root). Independent of where the package
+    is installed. When none exists, the path that was looked for first is returned (messages name it)."""
     env = os.environ.get("LATENTGAP_SHARED_DATA")
     if env:
         return Path(env)
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root.parent / "shared" / "data"
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "shared" / "data").is_dir():
+            return folder / "shared" / "data"
+    return cwd / "shared" / "data"
