@@ -12,9 +12,15 @@ import threading
 import time
 from pathlib import Path
 
+import cloudpickle
 import pytest
+import toy_tasks
+from toy_tasks import toy_grid
 
 from latentgap.study import run_study, spec_from_dict
+
+# the toy task functions live in tests/, which a Slurm worker cannot import: ship them by value
+cloudpickle.register_pickle_by_value(toy_tasks)
 
 pytestmark = pytest.mark.slurm
 
@@ -59,14 +65,14 @@ def _rows(study):
 
 
 def _spec(executor, **kw):
-    return spec_from_dict({"name": "slurm-toy", "datasets": ["phantom:n=60"], "autoencoders": ["kl-builtin"], "k": 2,
+    return spec_from_dict({"name": "slurm-toy", "datasets": ["phantom:n=60"], "autoencoders": ["taef2"], "k": 2,
                            "seeds": [0], "executor": executor, **kw})
 
 
 def test_job_array_rows_equal_local_rows(slurm, tmp_path):
-    local = run_study(_spec({"kind": "local"}), tmp_path / "local", kind="synthetic", echo=lambda *_: None)
+    local = run_study(_spec({"kind": "local"}), tmp_path / "local", grid=toy_grid, echo=lambda *_: None)
     msgs = []
-    s = run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": SLURM}), tmp_path / "slurm", kind="synthetic",
+    s = run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": SLURM}), tmp_path / "slurm", grid=toy_grid,
                   echo=msgs.append, live=False)
     assert s.ok and s.ran == local.ran == 1 + 3 * 2
     # tasks run as job arrays, one per wave (prepare + image cells, then recon/latent cells that need the cache)
@@ -81,7 +87,7 @@ def test_cancelled_job_is_reported_failed(slurm, tmp_path):
     spec = _spec({"kind": "slurm", "poll_seconds": 1, "slurm": SLURM}, spaces=["image"], folds=[0],
                  train={"sleep": 600})
     result = {}
-    t = threading.Thread(target=lambda: result.update(s=run_study(spec, tmp_path, kind="synthetic",
+    t = threading.Thread(target=lambda: result.update(s=run_study(spec, tmp_path, grid=toy_grid,
                                                                   echo=lambda *_: None, live=False)))
     t0 = time.time()
     t.start()

@@ -1,7 +1,8 @@
 """Runner: idempotent cells, SIGKILL + resume gives identical rows, dry-run, failures and --only.
 
-The cell is the ``synthetic`` kind: a real (scikit-learn) fit on seeded synthetic features that is cheap
-and deterministic, so these tests exercise the runner without data or autoencoders.
+The tasks are the toy kinds of ``toy_tasks.py`` (registered from the tests): a real (scikit-learn) fit on
+seeded synthetic features that is cheap and deterministic, so these tests exercise the runner without data
+or autoencoders, on the classification grid's hashes and dependencies.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from toy_tasks import toy_grid
+
 from latentgap.errors import UserError
 from latentgap.study import run_study, spec_from_dict
 from latentgap.study.runner import format_summary
 
 VOLATILE = {"task_seconds"}
+TESTS = Path(__file__).resolve().parent
 
 
 def _spec(**kw):
-    base = dict(name="toy", datasets=["phantom:n=60", "phantom:n=70"], autoencoders=["kl-builtin"], k=3,
-                seeds=[0], train={"sleep": 0.0})
+    base = dict(name="toy", datasets=["phantom:n=60", "phantom:n=70"], autoencoders=["taef2"], k=3,
+                seeds=[0], train={})
     return spec_from_dict({**base, **kw})
 
 
@@ -38,46 +42,50 @@ def _rows(study: Path) -> dict[str, dict]:
 
 
 def _calls(study: Path) -> dict[str, int]:
-    return {p.parent.name: len(p.read_text().splitlines()) for p in (study / "runs").glob("*/calls.log")}
+    # run folders end with the task hash: <dataset>-<ae>-<space>-<variant>-f<k>-s<seed>-<hash>
+    return {p.parent.name.rsplit("-", 1)[1]: len(p.read_text().splitlines()) for p in (study / "runs").glob("*/calls.log")}
 
 
 def test_finished_cells_are_not_rerun(tmp_path):
     spec = _spec()
-    s1 = run_study(spec, tmp_path, kind="synthetic", echo=lambda *_: None)
+    s1 = run_study(spec, tmp_path, grid=toy_grid, echo=lambda *_: None)
     assert s1.ok and s1.ran == s1.total == 2 + 2 * 3 * 3 and s1.done_before == 0
     calls = _calls(tmp_path)
     assert len(calls) == 18 and set(calls.values()) == {1}
-    s2 = run_study(spec, tmp_path, kind="synthetic", echo=lambda *_: None)
+    s2 = run_study(spec, tmp_path, grid=toy_grid, echo=lambda *_: None)
     assert s2.ran == 0 and s2.done_before == s2.total
     assert _calls(tmp_path) == calls  # no cell was called again
     rows = _rows(tmp_path)
     res = [r for r in rows.values() if r["kind"] == "result"]
     assert {r["space"] for r in res} == {"image", "recon", "latent"}
-    assert all(0 <= r["bacc"] <= 1 and r["config_hash"] == r["task_hash"] for r in res)
+    assert all(0 <= r["bacc"] <= 1 and r["run_dir"].endswith(r["task_hash"]) for r in res)
     assert sum(r["kind"] == "fidelity" for r in rows.values()) == 2
 
 
 def test_other_spec_in_same_folder_is_refused(tmp_path):
-    run_study(_spec(), tmp_path, kind="synthetic", echo=lambda *_: None)
+    run_study(_spec(), tmp_path, grid=toy_grid, echo=lambda *_: None)
     with pytest.raises(UserError, match="holds a different study"):
-        run_study(_spec(seeds=[0, 1]), tmp_path, kind="synthetic", echo=lambda *_: None)
+        run_study(_spec(seeds=[0, 1]), tmp_path, grid=toy_grid, echo=lambda *_: None)
     # executor settings may change between runs of the same study
-    run_study(_spec(executor={"workers": 2}), tmp_path, kind="synthetic", echo=lambda *_: None)
+    run_study(_spec(executor={"workers": 2}), tmp_path, grid=toy_grid, echo=lambda *_: None)
 
 
 _SCRIPT = """
 import sys
+sys.path.insert(0, {tests!r})
+from toy_tasks import toy_grid
 from latentgap.study import run_study, spec_from_dict
 spec = spec_from_dict({spec!r})
-run_study(spec, sys.argv[1], kind="synthetic", live=False)
+s = run_study(spec, sys.argv[1], grid=toy_grid, live=False)
+sys.exit(0 if s.ok else 1)
 """
 
 
 def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
-    spec_dict = dict(name="kill", datasets=["phantom:n=60", "phantom:n=70"], autoencoders=["kl-builtin"], k=3,
+    spec_dict = dict(name="kill", datasets=["phantom:n=60", "phantom:n=70"], autoencoders=["taef2"], k=3,
                      seeds=[0], train={"sleep": 0.2})
     script = tmp_path / "run.py"
-    script.write_text(_SCRIPT.format(spec=spec_dict))
+    script.write_text(_SCRIPT.format(spec=spec_dict, tests=str(TESTS)))
     killed, ref = tmp_path / "killed", tmp_path / "ref"
     proc = subprocess.Popen([sys.executable, str(script), str(killed)], stdout=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -87,7 +95,8 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
     proc.wait()
     done_at_kill = {f.stem for f in (killed / "rows").glob("*.json")}
     assert 8 <= len(done_at_kill) < 20, "the study must be killed midway"
-    assert not list((killed / "rows").glob(".*.tmp")) or True  # a half-written temp file is harmless
+    for f in (killed / "rows").glob("*.json"):  # a row is whole or absent (a killed write leaves only a temp file)
+        json.loads(f.read_text())
     subprocess.run([sys.executable, str(script), str(killed)], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, str(script), str(ref)], check=True, stdout=subprocess.DEVNULL)
     assert _rows(killed) == _rows(ref) and len(_rows(ref)) == 20
@@ -102,27 +111,30 @@ def test_dry_run_lists_grid_and_status(tmp_path, capsys):
     from latentgap.cli import main
 
     spec = _spec()
-    text = run_study(spec, tmp_path, dry_run=True, kind="synthetic")
-    assert "2 cache/fidelity tasks, 18 cells" in text and "pending 20 of 20" in text
+    text = run_study(spec, tmp_path, dry_run=True, grid=toy_grid)
+    assert "2 toy-prepare tasks, 18 toy-classifier tasks" in text and "pending 20 of 20" in text
     assert not (tmp_path / "rows").exists()  # a dry run writes nothing
     only = [ln.split()[0] for ln in text.splitlines() if " latent plain fold 1 " in ln][0]
-    s = run_study(spec, tmp_path, only=[only], kind="synthetic", echo=lambda *_: None)
+    s = run_study(spec, tmp_path, only=[only], grid=toy_grid, echo=lambda *_: None)
     assert s.ran == 2  # the cell and the cache task it needs
-    text = run_study(spec, tmp_path, dry_run=True, kind="synthetic")
+    text = run_study(spec, tmp_path, dry_run=True, grid=toy_grid)
     line = [ln for ln in text.splitlines() if ln.startswith(only)][0]
     assert line.split()[1] == "done" and "done 2, failed 0, pending 18 of 20" in text
     yaml_path = tmp_path / "s.yaml"
     yaml_path.write_text(json.dumps(spec.model_dump(mode="json")))  # JSON is YAML
-    main(["study", str(yaml_path), "--out", str(tmp_path), "--dry-run", "--cell", "synthetic"])
-    assert f"{only} done" in capsys.readouterr().out.replace("  ", " ").replace("  ", " ")
+    # the real grid has the same hashes: the CLI's dry run sees what the toy run finished
+    main(["study", str(yaml_path), "--out", str(tmp_path), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "0 autoencoder trainings, 2 cache/fidelity tasks, 18 cells" in out
+    assert f"{only} done" in out.replace("  ", " ").replace("  ", " ")
     with pytest.raises(UserError, match="matches no task"):
-        run_study(spec, tmp_path, only=["zzz"], dry_run=True, kind="synthetic")
+        run_study(spec, tmp_path, only=["zzz"], dry_run=True, grid=toy_grid)
 
 
 def test_failed_cells_are_reported_with_rerun_command(tmp_path):
     spec = _spec(train={"fail_on": "latent"})
-    s = run_study(spec, tmp_path, kind="synthetic", echo=lambda *_: None)
-    assert len(s.failed) == 6 and all("synthetic failure" in reason for _, _, reason in s.failed)
+    s = run_study(spec, tmp_path, grid=toy_grid, echo=lambda *_: None)
+    assert len(s.failed) == 6 and all("toy failure" in reason for _, _, reason in s.failed)
     failed = {p.stem for p in (tmp_path / "failed").glob("*.json")}
     assert failed == {h for h, _, _ in s.failed}
     text = format_summary(s, "latentgap study s.yaml --out X")
@@ -132,7 +144,7 @@ def test_failed_cells_are_reported_with_rerun_command(tmp_path):
 
 @pytest.mark.slow
 def test_local_worker_pool_gives_same_rows(tmp_path):
-    run_study(_spec(), tmp_path / "seq", kind="synthetic", echo=lambda *_: None)
-    s = run_study(_spec(executor={"workers": 2}), tmp_path / "pool", kind="synthetic", echo=lambda *_: None)
+    run_study(_spec(), tmp_path / "seq", grid=toy_grid, echo=lambda *_: None)
+    s = run_study(_spec(executor={"workers": 2}), tmp_path / "pool", grid=toy_grid, echo=lambda *_: None)
     assert s.ok and s.ran == 20
     assert _rows(tmp_path / "seq") == _rows(tmp_path / "pool")

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 
 from latentgap.errors import UserError
-from latentgap.study import expand_grid, load_preset, load_spec, preset_names, spec_from_dict, with_overrides
+from latentgap.study import classification_grid, load_preset, load_spec, preset_names, spec_from_dict, with_overrides
 
 BASE = dict(name="t", datasets=["phantom:n=50,size=16"], autoencoders=["kl-builtin"], k=3)
+
+
+def expand_grid(spec):
+    """(preparation tasks, classifier cells) of the classification grid."""
+    tasks = classification_grid(spec)
+    return [t for t in tasks if t.kind != "classifier"], [t for t in tasks if t.kind == "classifier"]
 
 
 def _err(data, source="study.yaml") -> str:
@@ -54,12 +60,12 @@ def test_presets_load_and_expand():
     demo = load_preset("demo")
     prep, cells = expand_grid(demo)
     # the demo trains its autoencoder first (one training task), then builds one cache
-    assert [t.stage for t in prep] == ["autoencoder", "prepare"] and len(cells) == 3 * 3  # 3 spaces x 3 folds
+    assert [t.kind for t in prep] == ["train-autoencoder", "prepare"] and len(cells) == 3 * 3  # 3 spaces x 3 folds
     assert demo.autoencoders[0].train is not None and demo.autoencoders[0].key == "kl-builtin"
     shared = load_preset("shared-data")
     prep, cells = expand_grid(shared)
     # kl-builtin is trained on each dataset's own images: 3 trainings + 6 caches
-    assert sum(t.stage == "autoencoder" for t in prep) == 3 and sum(t.stage == "prepare" for t in prep) == 6
+    assert sum(t.kind == "train-autoencoder" for t in prep) == 3 and sum(t.kind == "prepare" for t in prep) == 6
     assert len(cells) == 3 * (1 + 2 * 2) * 5 + 2 * 5  # + noise-conditioned and distilled on ISIC x TAEF2
     assert {"taef2", "kl-builtin"} <= {e.key for e in shared.autoencoders}
     with pytest.raises(UserError, match="unknown preset 'nope'"):
@@ -142,32 +148,32 @@ def test_trained_autoencoder_tasks_and_dependencies():
     s = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
                         "autoencoders": ["taef2", trained], "variants": ["plain", "distilled"]})
     prep, cells = expand_grid(s)
-    ae_tasks = [t for t in prep if t.stage == "autoencoder"]
+    ae_tasks = [t for t in prep if t.kind == "train-autoencoder"]
     assert len(ae_tasks) == 2 and {t.config["data"] for t in ae_tasks} == set(s.datasets)  # one per dataset
     for p in prep:
-        if p.stage == "prepare":
-            assert (p.config["ae_source"] is None) == (p.config["autoencoder"] == "taef2")
-            assert all(n in {t.hash for t in ae_tasks} for n in p.config["needs"])
+        if p.kind == "prepare":
+            assert ("autoencoder" not in p.needs) == (p.config["autoencoder"] == "taef2")
+            assert all(n in {t.hash for t in ae_tasks} for n in p.needs.values())
     # a shared training set gives one autoencoder for every dataset
     shared = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
                              "autoencoders": [{"name": "kl-builtin", "train": {"steps": 5, "data": "phantom:n=40,size=16,seed=1"}}]})
-    assert sum(t.stage == "autoencoder" for t in expand_grid(shared)[0]) == 1
+    assert sum(t.kind == "train-autoencoder" for t in expand_grid(shared)[0]) == 1
     # distilled cells are taught by the recon cell of their fold and seed, and run after it
     by_hash = {t.hash: t for t in prep + cells}
     dist = [t for t in cells if t.config["variant"] == "distilled"]
     assert len(dist) == 2 * 2 * 3
     for t in dist:
-        teacher = by_hash[t.config["teacher_run"].split("/")[1]]
-        assert teacher.config["space"] == "recon" and teacher.hash in t.config["needs"]
+        teacher = by_hash[t.needs["teacher"]]
+        assert teacher.config["space"] == "recon" and t.needs["pair"].startswith("p")
         assert all(teacher.config[k] == t.config[k] for k in ("dataset", "autoencoder", "fold", "seed"))
     levels = {t.hash: i for i, w in enumerate(waves(prep + cells)) for t in w}
     for t in prep + cells:
-        assert all(levels[n] < levels[t.hash] for n in t.config["needs"])
+        assert all(levels[n] < levels[t.hash] for n in t.needs.values())
     assert max(levels.values()) == 3  # autoencoder -> cache -> cells -> distilled cells
     # --only pulls in everything a task needs (teacher, cache, autoencoder training)
     kl_student = next(t for t in dist if t.config["autoencoder"] == "kl-builtin")
-    p_sel, c_sel = select_only(prep, cells, [kl_student.hash])
-    assert {t.stage for t in p_sel} == {"autoencoder", "prepare"} and len(c_sel) == 2
+    sel = select_only(prep + cells, [kl_student.hash])
+    assert sorted(t.kind for t in sel) == ["classifier", "classifier", "prepare", "train-autoencoder"]
     # training settings of the autoencoder change the identity of its cache and cells, not of image cells
     s2 = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
                          "autoencoders": ["taef2", {"name": "kl-builtin", "train": {"steps": 6}}],

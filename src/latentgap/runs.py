@@ -37,7 +37,7 @@ META_KEY = "latentgap"  # safetensors header key that holds the JSON metadata
 def slug(text: Any, max_len: int = 32) -> str:
     """A file-name-safe short form: ``phantom:n=1500,size=32`` -> ``phantom_n1500_size32``."""
     s = re.sub(r"[=]", "", str(text))
-    s = re.sub(r"[^A-Za-z0-9_.+]+", "_", s).strip("_.")
+    s = re.sub(r"[^A-Za-z0-9_.+-]+", "_", s).strip("_.-")
     return (s[:max_len].rstrip("_.") or "x")
 
 

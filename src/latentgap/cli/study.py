@@ -25,12 +25,12 @@ def study_cmd(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this task hash (repeatable; from --dry-run)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and what is already done; run nothing."),
     report: bool = typer.Option(True, "--report/--no-report", help="Rebuild the report when the study ends."),
-    cell: str = typer.Option("train", "--cell", hidden=True,
-                             help="train, or synthetic (executor smoke test without data: numbers mean nothing)."),
 ) -> None:
     """Run every missing cell of a study (dataset x autoencoder x space x variant x fold x seed).
 
     Finished cells are kept in STUDY_DIR/rows/ and never re-run; a killed study resumes where it stopped.
+    Several runs of this command may share one study folder (two shells, or Slurm login nodes on a shared
+    file system): they split the tasks between them. Exits with status 1 when a task failed.
     """
     from ..errors import UserError
     from ..study import load_preset, load_spec, run_study, with_overrides
@@ -40,13 +40,11 @@ def study_cmd(
         raise UserError("give either a study spec file or --preset", "e.g. `latentgap study --preset demo`")
     if executor not in (None, "local", "slurm"):
         raise UserError(f"--executor '{executor}' is not known", "use --executor local or --executor slurm")
-    if cell not in ("train", "synthetic"):
-        raise UserError(f"--cell '{cell}' is not known", "use --cell train or --cell synthetic")
     spec = load_preset(preset) if preset else load_spec(spec_file)
     spec = with_overrides(spec, kind=executor, workers=workers, partition=partition, gpus_per_node=gpus,
                           time_min=time_min, array_parallelism=array_parallelism, mem_gb=mem_gb)
     study_dir = out or Path("studies") / spec.name
-    result = run_study(spec, study_dir, only=only, dry_run=dry_run, kind=cell)
+    result = run_study(spec, study_dir, only=only, dry_run=dry_run)
     if dry_run:
         typer.echo(result)
         return

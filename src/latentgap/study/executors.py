@@ -1,9 +1,10 @@
 """Executors: where study tasks run. Local (in-process, or N worker processes) and Slurm job arrays
 through submitit (https://github.com/facebookincubator/submitit).
 
-Every executor calls the same picklable ``runner.run_task`` in its workers; the worker writes the row,
-so the parent can die at any time without losing finished work. ``run(tasks)`` returns
-``{hash: None}`` for success or ``{hash: reason}`` for failure, and never waits forever: a Slurm job
+Every executor calls the same picklable ``tasks.run_task`` in its workers, with the task kind's function
+resolved here; the worker claims the task, runs it and writes the row, so the parent can die at any time
+without losing finished work. ``run(tasks)`` returns ``{hash: None}`` for success, ``{hash: CLAIMED}`` for a
+task another runner holds, or ``{hash: reason}`` for failure, and never waits forever: a Slurm job
 that is cancelled or killed comes back from submitit as ``UncompletedJobError`` (this needs Slurm
 accounting, i.e. ``sacct``; see docs/studies.md).
 """
@@ -21,8 +22,10 @@ from rich.table import Table
 
 from ..errors import UserError
 from ..progress import console
-from .runner import Task, run_task
+from ..storage import atomic_write_json
+from .claims import ClaimSettings
 from .spec import ExecutorSettings
+from .tasks import CLAIMED, Task, failed_path, one_line, run_task, task_kind
 
 
 class LiveView:
@@ -66,6 +69,10 @@ class LiveView:
             self.live.update(self._render())
 
     def finished(self, task: Task, seconds: float | None, reason: str | None) -> None:
+        if reason == CLAIMED:
+            if not self.live:
+                self.echo(f"[{self.done + self.failed}/{self.total}] {task.hash} {task.label}: {CLAIMED}")
+            return
         if reason is None:
             self.done += 1
             if seconds is not None:
@@ -81,8 +88,9 @@ class LiveView:
 class LocalExecutor:
     """Sequential in this process (workers=1) or a pool of ``workers`` spawned processes."""
 
-    def __init__(self, settings: ExecutorSettings, study_dir: Path, kind: str, live, echo):
-        self.workers, self.study_dir, self.kind, self.live_flag, self.echo = settings.workers, study_dir, kind, live, echo
+    def __init__(self, settings: ExecutorSettings, study_dir: Path, claims: ClaimSettings, live, echo):
+        self.workers, self.study_dir, self.claims, self.live_flag, self.echo = (settings.workers, study_dir, claims,
+                                                                               live, echo)
 
     def run(self, tasks: list[Task], done: int, total: int, failed: int = 0) -> dict[str, str | None]:
         results: dict[str, str | None] = {}
@@ -94,10 +102,10 @@ class LocalExecutor:
                     view.update(running=1)
                     t0 = time.time()
                     try:
-                        run_task(self.study_dir, t, self.kind)
-                        results[t.hash] = None
+                        out = run_task(self.study_dir, t, task_kind(t.kind).fn, self.claims)
+                        results[t.hash] = CLAIMED if out == CLAIMED else None
                     except Exception as e:
-                        results[t.hash] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                        results[t.hash] = one_line(e, 300)
                     view.finished(t, time.time() - t0, results[t.hash])
                 view.update(running=0)
                 return results
@@ -106,7 +114,8 @@ class LocalExecutor:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_limit_threads,
                                      initargs=(threads,)) as pool:
-                futs = {pool.submit(run_task, self.study_dir, t, self.kind): (t, time.time()) for t in tasks}
+                futs = {pool.submit(run_task, self.study_dir, t, task_kind(t.kind).fn, self.claims): (t, time.time())
+                        for t in tasks}
                 pending = set(futs)
                 while pending:
                     view.update(running=min(self.workers, len(pending)))
@@ -114,7 +123,10 @@ class LocalExecutor:
                     for f in finished:
                         t, t0 = futs[f]
                         err = f.exception()
-                        results[t.hash] = None if err is None else " ".join(f"{type(err).__name__}: {err}".split())[:300]
+                        if err is None:
+                            results[t.hash] = CLAIMED if f.result() == CLAIMED else None
+                        else:
+                            results[t.hash] = one_line(err, 300)
                         view.finished(t, time.time() - t0, results[t.hash])
             view.update(running=0)
         return results
@@ -129,8 +141,9 @@ def _limit_threads(n: int) -> None:
 class SlurmExecutor:
     """One submitit job array per stage; each array task runs one task and writes its row."""
 
-    def __init__(self, settings: ExecutorSettings, study_dir: Path, kind: str, live, echo, cluster: str | None = None):
-        self.s, self.study_dir, self.kind, self.live_flag, self.echo = settings, study_dir, kind, live, echo
+    def __init__(self, settings: ExecutorSettings, study_dir: Path, claims: ClaimSettings, live, echo,
+                 cluster: str | None = None):
+        self.s, self.study_dir, self.claims, self.live_flag, self.echo = settings, study_dir, claims, live, echo
         self.cluster = cluster  # None = Slurm (sbatch on PATH); "local"/"debug" are submitit's own fallbacks
 
     def _executor(self):
@@ -161,7 +174,8 @@ class SlurmExecutor:
                             "run on a Slurm login node, or use --executor local")
         ex = self._executor()
         n = len(tasks)
-        jobs = ex.map_array(run_task, [str(self.study_dir)] * n, tasks, [self.kind] * n)
+        jobs = ex.map_array(run_task, [str(self.study_dir)] * n, tasks, [task_kind(t.kind).fn for t in tasks],
+                            [self.claims] * n)
         self.echo(f"submitted {n} tasks as Slurm array {jobs[0].job_id.split('_')[0]} "
                   f"(logs in {Path(jobs[0].paths.folder)})")
         todo = dict(zip(tasks, jobs))
@@ -174,15 +188,13 @@ class SlurmExecutor:
                         running += job.state == "RUNNING"
                         continue
                     try:
-                        job.result()
-                        results[t.hash] = None
+                        results[t.hash] = CLAIMED if job.result() == CLAIMED else None
                     except (UncompletedJobError, FailedJobError) as e:
                         results[t.hash] = _job_reason(e, job)
-                        if not (self.study_dir / "failed" / f"{t.hash}.json").exists():
-                            from ..storage import atomic_write_json
-
-                            atomic_write_json(self.study_dir / "failed" / f"{t.hash}.json",
-                                              {"task": t.label, "reason": results[t.hash], "job_id": job.job_id})
+                        if not failed_path(self.study_dir, t.hash).exists():
+                            atomic_write_json(failed_path(self.study_dir, t.hash),
+                                              {"task": t.label, "reason": results[t.hash], "job_id": job.job_id,
+                                               "at": time.time()})
                     view.finished(t, None, results[t.hash])
                     del todo[t]
                 view.update(running=running)
@@ -204,7 +216,7 @@ def _which(cmd: str) -> bool:
     return shutil.which(cmd) is not None
 
 
-def make_executor(settings: ExecutorSettings, study_dir: Path, kind: str, *, live=None, echo=print):
+def make_executor(settings: ExecutorSettings, study_dir: Path, claims: ClaimSettings, *, live=None, echo=print):
     if settings.kind == "slurm":
-        return SlurmExecutor(settings, study_dir, kind, live, echo)
-    return LocalExecutor(settings, study_dir, kind, live, echo)
+        return SlurmExecutor(settings, study_dir, claims, live, echo)
+    return LocalExecutor(settings, study_dir, claims, live, echo)

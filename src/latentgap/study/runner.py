@@ -1,203 +1,63 @@
-"""The study runner: expand a spec into idempotent tasks keyed by a hash of their resolved config,
-run the missing ones on an executor, and keep every finished row.
+"""The study runner: build a spec's task graph, run the missing tasks on an executor, keep every row.
 
 Study folder layout::
 
     STUDY_DIR/study.yaml            the resolved spec (a different spec in the same folder is refused)
     STUDY_DIR/rows/<hash>.json      one finished row per task, written atomically (write, then rename)
     STUDY_DIR/failed/<hash>.json    why a task failed (removed when it later succeeds)
-    STUDY_DIR/runs/<hash>/          a cell's run folder (checkpoints: a killed cell resumes from them)
-    STUDY_DIR/pairs/<hash>/         examples.npz per autoencoder x dataset (for the report figure)
+    STUDY_DIR/claims/<hash>.json    the runner working on a task now (owner + heartbeat; see claims.py)
+    STUDY_DIR/runs/<dataset>-<ae>-<space>-<variant>-f<k>-s<seed>-<hash>/   a classifier's run folder
+    STUDY_DIR/pairs/<dataset>-<ae>-<hash>/   examples.npz per autoencoder x dataset (for the report figure)
+    STUDY_DIR/autoencoders/<label>-<hash>/   a study-trained autoencoder
     STUDY_DIR/caches/               latent caches, built once per autoencoder x dataset
     STUDY_DIR/slurm/                submitit logs
 
 A task whose row exists is never run again, so a study killed at any moment (even SIGKILL) loses only
-the tasks that were running; starting it again finishes the rest.
+the tasks that were running; starting it again finishes the rest. Several runners may work on one folder
+at once (two shells, or machines sharing the file system): each task is claimed before it runs, so the
+runners split the work, and a claim of a runner that died is taken over.
+
+The runner knows tasks only by hash, needs and rows (``tasks.py``); what a task does is its registered
+kind's business, and which tasks a study has is its grid builder's (``grids.py``).
 """
 
 from __future__ import annotations
 
 import functools
-
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import yaml
 
 from ..errors import UserError
-from ..storage import atomic_write_json, atomic_write_text, read_json, stable_hash
-from .spec import IMAGE_AE, AutoencoderEntry, StudySpec, resize_for
-
-IDENTITY = ("dataset", "autoencoder", "space", "variant", "fold", "seed")
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work. ``stage`` is "prepare" (cache + fidelity of a pair) or "cell" (one training)."""
-
-    stage: str
-    hash: str
-    config: dict[str, Any] = field(hash=False, compare=False)
-
-    @property
-    def label(self) -> str:
-        c = self.config
-        if self.stage == "autoencoder":
-            return f"train autoencoder {c['label']} on {c['data']}"
-        if self.stage == "prepare":
-            return f"prepare {c['dataset']} x {c['autoencoder']}"
-        return f"{c['dataset']} {c['autoencoder']} {c['space']} {c['variant']} fold {c['fold']} seed {c['seed']}"
-
-
-# --------------------------------------------------------------------------- grid
-
-# Tasks run in this order; a task starts only after the tasks it ``needs`` (config["needs"]) finished.
-STAGES = ("autoencoder", "prepare", "cell")
-
-
-def _ae_train_key(spec: StudySpec, ae: AutoencoderEntry, dataset: str) -> dict[str, Any] | None:
-    """What defines a study-trained autoencoder (None for a ready-made one). Training on the study dataset
-    gives one AE per dataset; training on ``train.data`` gives one AE shared by every dataset."""
-    if ae.train is None:
-        return None
-    settings = ae.train.model_dump(mode="json")
-    settings.pop("checkpoint_every")  # how often to save does not change the weights
-    return {"autoencoder": ae.name, "label": ae.key, "train": settings,
-            "data": ae.train.data or dataset,
-            "resize": resize_for(spec.cache.model_dump(mode="json"), ae.train.data or dataset)}
-
-
-def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry) -> dict[str, Any]:
-    key = {"dataset": dataset, "autoencoder": ae.key, "cache": spec.cache.model_dump(mode="json")}
-    if ae.key != ae.name or ae.train is not None:
-        key["ae"] = ae.model_dump(mode="json")
-    if (tk := _ae_train_key(spec, ae, dataset)) is not None:
-        key["ae_train"] = tk
-    return key
-
-
-def expand_grid(spec: StudySpec) -> tuple[list[Task], list[Task]]:
-    """(preparation tasks, cell tasks).
-
-    Preparation: one ``autoencoder`` task per study-trained autoencoder (per dataset, or once when it
-    trains on ``train.data``), then one ``prepare`` task per dataset x autoencoder (latent cache,
-    fidelity row, examples). Cells: image cells need no autoencoder and are shared by all of them;
-    non-plain variants are latent-space classifiers (the paper's ablation, Table 4); a distilled cell
-    takes the recon cell of its fold and seed as its teacher when the grid has one (it runs after it).
-    """
-    ae_tasks: dict[str, Task] = {}
-    prepares, cells = [], []
-    uses_ae = [s for s in spec.spaces if s != "image"] or any(v != "plain" for v in spec.variants)
-    pair_of: dict[tuple[str, str], Task] = {}
-    for ds in spec.datasets:
-        for ae in spec.autoencoders if uses_ae else []:
-            needs, source = [], None
-            if (tk := _ae_train_key(spec, ae, ds)) is not None:
-                h = "a" + stable_hash(tk)
-                ae_tasks.setdefault(h, Task("autoencoder", h, {**tk, "device": spec.device, "needs": []}))
-                needs, source = [h], f"autoencoders/{ae.key}-{h[1:]}"
-            key = _pair_key(spec, ds, ae)
-            t = Task("prepare", "p" + stable_hash(key), {**key, "examples": spec.examples, "device": spec.device,
-                                                         "ae_source": source, "needs": needs})
-            prepares.append(t)
-            pair_of[(ds, ae.key)] = t
-    combos = []
-    for ds in spec.datasets:
-        if "image" in spec.spaces:
-            combos.append((ds, None, "image", "plain"))
-        for ae in spec.autoencoders:
-            for space in ("recon", "latent"):
-                if space in spec.spaces:
-                    combos.append((ds, ae, space, "plain"))
-            for variant in spec.variants if spec.runs_variants(ds, ae.key) else []:
-                if variant != "plain":
-                    combos.append((ds, ae, "latent", variant))
-    by_identity: dict[tuple, Task] = {}
-    for ds, ae, space, variant in combos:
-        for fold in spec.fold_ids:
-            for seed in spec.seeds:
-                name = IMAGE_AE if ae is None else ae.key
-                key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold,
-                       "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
-                       "train": {**spec.train, **spec.space_train.get(space, {})}}
-                pair = pair_of.get((ds, name)) if space != "image" else None
-                needs, teacher = [pair.hash] if pair else [], None
-                if space != "image":
-                    key["cache"] = spec.cache.model_dump(mode="json")
-                    if "ae" in pair.config:
-                        key["ae"] = pair.config["ae"]
-                if variant == "distilled" and (ds, name, "recon", "plain", fold, seed) in by_identity:
-                    t_cell = by_identity[(ds, name, "recon", "plain", fold, seed)]
-                    key["teacher"] = t_cell.hash  # the teacher's settings are part of the student's identity
-                    needs, teacher = needs + [t_cell.hash], f"runs/{t_cell.hash}"
-                cfg = {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device,
-                       "pair": pair.hash if pair else None, "ae_source": pair.config["ae_source"] if pair else None,
-                       "teacher_run": teacher, "needs": needs}
-                task = Task("cell", "c" + stable_hash(key), cfg)
-                by_identity[(ds, name, space, variant, fold, seed)] = task
-                cells.append(task)
-    return list(ae_tasks.values()) + prepares, cells
+from ..storage import atomic_write_text, read_json
+from .claims import Claims, ClaimSettings
+from .executors import make_executor
+from .grids import grid_builder
+from .spec import StudySpec, check_autoencoders_trained, check_train_fields
+from .tasks import CLAIMED, Task, failed_path, row_path
 
 
 def waves(tasks: list[Task]) -> list[list[Task]]:
     """Split tasks into successive waves: every task's ``needs`` lie in earlier waves (grid order kept)."""
     placed: dict[str, int] = {}
     known = {t.hash for t in tasks}
+    by_hash = {t.hash: t for t in tasks}
     out: list[list[Task]] = []
-    for t in sorted(tasks, key=lambda t: STAGES.index(t.stage)):
-        level = 1 + max((placed[n] for n in t.config.get("needs", []) if n in known), default=-1)
-        placed[t.hash] = level
-        while len(out) <= level:
+
+    def level(t: Task) -> int:
+        if t.hash not in placed:
+            placed[t.hash] = 1 + max((level(by_hash[n]) for n in t.needs.values() if n in known), default=-1)
+        return placed[t.hash]
+
+    for t in tasks:
+        lv = level(t)
+        while len(out) <= lv:
             out.append([])
-        out[level].append(t)
+        out[lv].append(t)
     return out
-
-
-# --------------------------------------------------------------------------- one task (runs in a worker)
-
-def row_path(study_dir: Path, task_hash: str) -> Path:
-    return Path(study_dir) / "rows" / f"{task_hash}.json"
-
-
-def run_task(study_dir: str | Path, task: Task, kind: str = "train") -> dict[str, Any]:
-    """Run one task unless its row exists; write the row atomically; record a failure and re-raise.
-
-    Module-level and picklable: the same function runs in-process, in a worker process and as a
-    Slurm array task (submitit).
-    """
-    from .cells import CELL_KINDS
-
-    study_dir = Path(study_dir)
-    out = row_path(study_dir, task.hash)
-    if out.exists():
-        return read_json(out)
-    cell_fn, prepare_fn, ae_fn = CELL_KINDS[kind]
-    t0 = time.time()
-    try:
-        if task.stage == "autoencoder":
-            row = ae_fn(task.config, study_dir / "autoencoders" / f"{task.config['label']}-{task.hash[1:]}", study_dir)
-            row.update(kind="autoencoder", autoencoder=task.config["label"], data=task.config["data"])
-        elif task.stage == "prepare":
-            row = prepare_fn(task.config, study_dir / "pairs" / task.hash, study_dir)
-            row.update(kind="fidelity", dataset=task.config["dataset"], autoencoder=task.config["autoencoder"])
-        else:
-            row = cell_fn(task.config, study_dir / "runs" / task.hash, study_dir)
-            row.setdefault("config_hash", task.hash)
-            row.update(kind="result", **{k: task.config[k] for k in IDENTITY})
-        row.update(task_hash=task.hash, task_seconds=round(time.time() - t0, 3))
-        row.setdefault("cell_kind", kind)
-    except BaseException as e:
-        if not isinstance(e, KeyboardInterrupt):
-            reason = " ".join(f"{type(e).__name__}: {e}".split())[:500]
-            atomic_write_json(study_dir / "failed" / f"{task.hash}.json",
-                              {"task": task.label, "reason": reason, "traceback": traceback.format_exc()[-4000:]})
-        raise
-    atomic_write_json(out, row)
-    (study_dir / "failed" / f"{task.hash}.json").unlink(missing_ok=True)
-    return row
 
 
 # --------------------------------------------------------------------------- the study
@@ -207,6 +67,7 @@ class StudySummary:
     total: int
     done_before: int
     ran: int = 0
+    elsewhere: int = 0  # finished by another runner on the same folder while this one ran
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (hash, label, reason)
     seconds: float = 0.0
 
@@ -238,18 +99,18 @@ def grid_status(study_dir: Path, tasks: list[Task]) -> dict[str, str]:
     for t in tasks:
         if row_path(study_dir, t.hash).exists():
             out[t.hash] = "done"
-        elif (study_dir / "failed" / f"{t.hash}.json").exists():
+        elif failed_path(study_dir, t.hash).exists():
             out[t.hash] = "failed"
         else:
             out[t.hash] = "pending"
     return out
 
 
-def select_only(prepares: list[Task], cells: list[Task], only: list[str]) -> tuple[list[Task], list[Task]]:
+def select_only(tasks: list[Task], only: list[str]) -> list[Task]:
     """Keep the tasks whose hash starts with one of ``only`` and every task they need (caches, trained
     autoencoders, a distillation teacher)."""
-    everything = {t.hash: t for t in prepares + cells}
-    pick = [t for t in everything.values() if any(t.hash.startswith(o) for o in only)]
+    everything = {t.hash: t for t in tasks}
+    pick = [t for t in tasks if any(t.hash.startswith(o) for o in only)]
     if not pick or any(not any(h.startswith(o) for h in everything) for o in only):
         raise UserError(f"--only {' '.join(only)} matches no task of this study", "copy a hash from --dry-run output")
     keep, todo = set(), [t.hash for t in pick]
@@ -257,24 +118,29 @@ def select_only(prepares: list[Task], cells: list[Task], only: list[str]) -> tup
         h = todo.pop()
         if h not in keep:
             keep.add(h)
-            todo.extend(everything[h].config.get("needs", []))
-    return [t for t in prepares if t.hash in keep], [t for t in cells if t.hash in keep]
+            todo.extend(everything[h].needs.values())
+    return [t for t in tasks if t.hash in keep]
 
 
-def dry_run_text(spec: StudySpec, study_dir: Path, prepares: list[Task], cells: list[Task]) -> str:
-    status = grid_status(study_dir, prepares + cells)
-    n_ae = sum(t.stage == "autoencoder" for t in prepares)
-    lines = [f"study {spec.name} in {study_dir}: {n_ae} autoencoder trainings, {len(prepares) - n_ae} "
-             f"cache/fidelity tasks, {len(cells)} cells "
+# how --dry-run counts the tasks of each kind (other kinds: "<n> <kind> tasks")
+_PLURAL = {"train-autoencoder": "autoencoder trainings", "prepare": "cache/fidelity tasks", "classifier": "cells"}
+
+
+def dry_run_text(spec: StudySpec, study_dir: Path, tasks: list[Task]) -> str:
+    status = grid_status(study_dir, tasks)
+    kinds = list(dict.fromkeys(t.kind for t in tasks))
+    counts = [f"{sum(t.kind == k for t in tasks)} {_PLURAL.get(k, k + ' tasks')}" for k in kinds]
+    if "train-autoencoder" not in kinds and "classifier" in kinds:
+        counts.insert(0, "0 autoencoder trainings")
+    lines = [f"study {spec.name} in {study_dir}: {', '.join(counts)} "
              f"({len(spec.datasets)} datasets x {len(spec.autoencoders)} autoencoders x spaces {','.join(spec.spaces)} "
              f"x variants {','.join(spec.variants)}{_variants_scope(spec)} x {len(spec.fold_ids)} folds "
              f"x {len(spec.seeds)} seeds)"]
     lines.append(f"{'hash':14} {'status':8} task")
-    for t in prepares + cells:
+    for t in tasks:
         lines.append(f"{t.hash:14} {status[t.hash]:8} {t.label}")
-    counts = {s: sum(v == s for v in status.values()) for s in ("done", "failed", "pending")}
-    lines.append(f"done {counts['done']}, failed {counts['failed']}, pending {counts['pending']} "
-                 f"of {len(status)} tasks")
+    n = {s: sum(v == s for v in status.values()) for s in ("done", "failed", "pending")}
+    lines.append(f"done {n['done']}, failed {n['failed']}, pending {n['pending']} of {len(status)} tasks")
     return "\n".join(lines)
 
 
@@ -284,66 +150,102 @@ def _variants_scope(spec: StudySpec) -> str:
 
 
 def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None = None, dry_run: bool = False,
-              kind: str = "train", echo=None, live: bool | None = None) -> StudySummary | str:
+              grid: str | Callable[[StudySpec], list[Task]] = "classification", echo=None,
+              live: bool | None = None) -> StudySummary | str:
     """Run every missing task of ``spec`` in ``study_dir`` on the spec's executor.
 
     Args:
-        only: task hashes (or prefixes) to run; their caches are prepared first.
+        only: task hashes (or prefixes) to run; the tasks they need run first.
         dry_run: return the grid with each task's status instead of running anything.
-        kind: "train" (real training) or "synthetic" (executor smoke test, see ``cells``).
+        grid: the grid builder, by registered name or as a function ``spec -> list[Task]``.
         live: show the live progress view (default: when stderr is a terminal).
+
+    Other runners may work on the same folder at the same time: tasks they hold are waited for, not
+    repeated; a task whose runner died is taken over. Failures seen in this run — this runner's or another's —
+    are in the summary (``ok`` is False).
     """
-    from .executors import make_executor
-
-    from .spec import check_autoencoders_trained, check_train_fields
-
-    if kind == "train":
+    if grid == "classification":
         check_train_fields(spec)
         check_autoencoders_trained(spec)
     study_dir = Path(study_dir).resolve()
-    prepares, cells = expand_grid(spec)
+    tasks = grid_builder(grid)(spec)
     if only:
-        prepares, cells = select_only(prepares, cells, only)
+        tasks = select_only(tasks, only)
     if dry_run:
-        return dry_run_text(spec, study_dir, prepares, cells)
+        return dry_run_text(spec, study_dir, tasks)
     init_study_dir(spec, study_dir)
-    status = grid_status(study_dir, prepares + cells)
-    summary = StudySummary(total=len(prepares) + len(cells), done_before=sum(s == "done" for s in status.values()))
+    status = grid_status(study_dir, tasks)
+    summary = StudySummary(total=len(tasks), done_before=sum(s == "done" for s in status.values()))
     t0 = time.time()
     echo = echo or functools.partial(print, flush=True)  # a log file (nohup, sbatch) shows each line at once
-    executor = make_executor(spec.executor, study_dir, kind, live=live, echo=echo)
-    # autoencoders, then caches, then cells (a distilled cell after its teacher): a task starts only
-    # when every task it needs has its row; a task whose need failed is reported as blocked, not run
+    ex = spec.executor
+    claim_settings = ClaimSettings(ex.claim_heartbeat_seconds, ex.claim_stale_seconds)
+    claims = Claims(study_dir, claim_settings)
+    executor = make_executor(ex, study_dir, claim_settings, live=live, echo=echo)
+    # a failure recorded before this run is retried; one recorded while it runs (by any runner) is final
     failed: dict[str, str] = {}
-    for wave in waves(prepares + cells):
-        todo, blocked = [], []
-        for t in wave:
-            if status[t.hash] == "done":
-                continue
-            bad = [n for n in t.config.get("needs", []) if n in failed]
-            if bad:
-                blocked.append((t.hash, t.label, f"needed task {bad[0]} failed: {failed[bad[0]]}"))
-                failed[t.hash] = f"blocked by {bad[0]}"
-            else:
+    for wave in waves(tasks):
+        tried: set[str] = set()
+        waiting_since: float | None = None
+        while True:
+            todo, waiting = [], []
+            for t in wave:
+                if t.hash in failed or row_path(study_dir, t.hash).exists():
+                    continue
+                bad = [n for n in t.needs.values() if n in failed]
+                if bad:
+                    failed[t.hash] = f"blocked by {bad[0]}"
+                    summary.failed.append((t.hash, t.label, f"needed task {bad[0]} failed: {failed[bad[0]]}"))
+                    continue
+                if claims.holder(t.hash) is not None:
+                    waiting.append(t)
+                    continue
+                fp = failed_path(study_dir, t.hash)
+                if t.hash in tried or (fp.exists() and fp.stat().st_mtime > t0):
+                    if fp.exists():  # failed in another runner while this one waited: final for this run
+                        reason = _failure_reason(fp)
+                        failed[t.hash] = reason
+                        summary.failed.append((t.hash, t.label, reason))
+                        continue
                 todo.append(t)
-        results = executor.run(todo, done=summary.done_before + summary.ran, total=summary.total,
-                               failed=len(summary.failed) + len(blocked))
-        for t in todo:
-            reason = results.get(t.hash)
-            if reason is None:
-                summary.ran += 1
-            else:
-                summary.failed.append((t.hash, t.label, reason))
-                failed[t.hash] = reason
-        summary.failed.extend(blocked)
+            if todo:
+                results = executor.run(todo, done=summary.done_before + summary.ran, total=summary.total,
+                                       failed=len(summary.failed))
+                for t in todo:
+                    tried.add(t.hash)
+                    reason = results.get(t.hash)
+                    if reason is None:
+                        summary.ran += 1
+                    elif reason != CLAIMED:
+                        summary.failed.append((t.hash, t.label, reason))
+                        failed[t.hash] = reason
+                continue
+            if not waiting:
+                break
+            if waiting_since is None:
+                waiting_since = time.time()
+                echo(f"waiting for {len(waiting)} task(s) held by another runner: "
+                     f"{', '.join(t.hash for t in waiting[:3])}{' ...' if len(waiting) > 3 else ''}")
+            time.sleep(min(ex.poll_seconds, claim_settings.heartbeat_seconds))
+            tried -= {t.hash for t in waiting if claims.holder(t.hash) is None}  # released or stale: look again
+    summary.elsewhere = sum(row_path(study_dir, t.hash).exists() for t in tasks) - summary.done_before - summary.ran
     summary.seconds = time.time() - t0
     return summary
 
 
+def _failure_reason(path: Path) -> str:
+    try:
+        return read_json(path).get("reason", "failed")
+    except (OSError, ValueError):
+        return "failed"
+
+
 def format_summary(summary: StudySummary, rerun: str) -> str:
     """Final summary; failed tasks with their reason and the command that re-runs one of them."""
-    lines = [f"study finished in {summary.seconds:.0f} s: {summary.done_before + summary.ran}/{summary.total} tasks "
-             f"done ({summary.ran} run now, {summary.done_before} already done), {len(summary.failed)} failed"]
+    by_others = f", {summary.elsewhere} by another runner" if summary.elsewhere else ""
+    lines = [f"study finished in {summary.seconds:.0f} s: {summary.done_before + summary.ran + summary.elsewhere}/"
+             f"{summary.total} tasks done ({summary.ran} run now, {summary.done_before} already done{by_others}), "
+             f"{len(summary.failed)} failed"]
     for h, label, reason in summary.failed:
         lines.append(f"  FAILED {h} {label}: {reason}")
     if summary.failed:

@@ -88,7 +88,17 @@ class ExecutorSettings(_Strict):
     kind: Literal["local", "slurm"] = "local"
     workers: int = Field(1, ge=1)  # local: parallel worker processes (1 = sequential, in-process)
     poll_seconds: float = Field(2.0, gt=0)
+    # claims (several runners on one folder): heartbeat of a running task, and when a silent claim is stale
+    claim_heartbeat_seconds: float = Field(10.0, gt=0)
+    claim_stale_seconds: float = Field(60.0, gt=0)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+    @model_validator(mode="after")
+    def _claims(self) -> "ExecutorSettings":
+        if self.claim_stale_seconds < 3 * self.claim_heartbeat_seconds:
+            raise _FieldError(("claim_stale_seconds",), "must be at least 3 x claim_heartbeat_seconds (a live "
+                                                       "runner would otherwise look dead between two heartbeats)")
+        return self
 
 
 class CacheSettings(_Strict):

@@ -1,0 +1,121 @@
+"""Grid builders: a study spec -> the :class:`~latentgap.study.tasks.Task` graph of one kind of study.
+
+``classification`` (today's only kind) is the learnability-gap grid::
+
+    train-autoencoder (a...)  ->  prepare (p...)  ->  classifier (c...)  ->  classifier, distilled (c...)
+    built-in AE per dataset       cache + fidelity     IS / RS / LS cells       taught by the RS cell of
+    (or once on train.data)       per dataset x AE     x fold x seed            its fold and seed
+
+A task's hash covers exactly what defines its result, so changing an executor setting reruns nothing and
+changing a training setting reruns only the cells it reaches. Hashes are unchanged from the first runner
+(rows of existing studies stay valid).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..registry import Registry
+from ..runs import run_name
+from ..storage import stable_hash
+from . import cells  # noqa: F401  (registers the classification task kinds)
+from .spec import IMAGE_AE, AutoencoderEntry, StudySpec, resize_for
+from .tasks import Task
+
+GRIDS = Registry("grids")
+
+# the fields that identify a classifier row (statistics pair on them)
+IDENTITY = ("dataset", "autoencoder", "space", "variant", "fold", "seed")
+
+
+def grid_builder(grid: str | Callable[[StudySpec], list[Task]]) -> Callable[[StudySpec], list[Task]]:
+    return GRIDS.get(grid) if isinstance(grid, str) else grid
+
+
+def _ae_train_key(spec: StudySpec, ae: AutoencoderEntry, dataset: str) -> dict[str, Any] | None:
+    """What defines a study-trained autoencoder (None for a ready-made one). Training on the study dataset
+    gives one AE per dataset; training on ``train.data`` gives one AE shared by every dataset."""
+    if ae.train is None:
+        return None
+    settings = ae.train.model_dump(mode="json")
+    settings.pop("checkpoint_every")  # how often to save does not change the weights
+    return {"autoencoder": ae.name, "label": ae.key, "train": settings,
+            "data": ae.train.data or dataset,
+            "resize": resize_for(spec.cache.model_dump(mode="json"), ae.train.data or dataset)}
+
+
+def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry) -> dict[str, Any]:
+    key = {"dataset": dataset, "autoencoder": ae.key, "cache": spec.cache.model_dump(mode="json")}
+    if ae.key != ae.name or ae.train is not None:
+        key["ae"] = ae.model_dump(mode="json")
+    if (tk := _ae_train_key(spec, ae, dataset)) is not None:
+        key["ae_train"] = tk
+    return key
+
+
+@GRIDS.register("classification")
+def classification_grid(spec: StudySpec) -> list[Task]:
+    """Autoencoder trainings, then one ``prepare`` task per dataset x autoencoder, then the cells.
+
+    Image cells need no autoencoder and are shared by all of them; non-plain variants are latent-space
+    classifiers (the paper's ablation, Table 4); a distilled cell takes the recon cell of its fold and seed
+    as its teacher when the grid has one (it runs after it).
+    """
+    ae_tasks: dict[str, Task] = {}
+    prepares, cells_ = [], []
+    uses_ae = [s for s in spec.spaces if s != "image"] or any(v != "plain" for v in spec.variants)
+    pair_of: dict[tuple[str, str], Task] = {}
+    for ds in spec.datasets:
+        for ae in spec.autoencoders if uses_ae else []:
+            needs = {}
+            if (tk := _ae_train_key(spec, ae, ds)) is not None:
+                h = "a" + stable_hash(tk)
+                ae_tasks.setdefault(h, Task(
+                    "train-autoencoder", h, {**tk, "device": spec.device}, {},
+                    f"autoencoders/{ae.key}-{h[1:]}", {"autoencoder": ae.key, "data": tk["data"]},
+                    f"train autoencoder {ae.key} on {tk['data']}"))
+                needs = {"autoencoder": h}
+            key = _pair_key(spec, ds, ae)
+            h = "p" + stable_hash(key)
+            t = Task("prepare", h, {**key, "ae_name": ae.name, "examples": spec.examples, "device": spec.device},
+                     needs, f"pairs/{run_name(ds, ae.key, hash=h)}", {"dataset": ds, "autoencoder": ae.key},
+                     f"prepare {ds} x {ae.key}")
+            prepares.append(t)
+            pair_of[(ds, ae.key)] = t
+    combos = []
+    for ds in spec.datasets:
+        if "image" in spec.spaces:
+            combos.append((ds, None, "image", "plain"))
+        for ae in spec.autoencoders:
+            for space in ("recon", "latent"):
+                if space in spec.spaces:
+                    combos.append((ds, ae, space, "plain"))
+            for variant in spec.variants if spec.runs_variants(ds, ae.key) else []:
+                if variant != "plain":
+                    combos.append((ds, ae, "latent", variant))
+    by_identity: dict[tuple, Task] = {}
+    for ds, ae, space, variant in combos:
+        for fold in spec.fold_ids:
+            for seed in spec.seeds:
+                name = IMAGE_AE if ae is None else ae.key
+                key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold,
+                       "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
+                       "train": {**spec.train, **spec.space_train.get(space, {})}}
+                pair = pair_of.get((ds, name)) if space != "image" else None
+                needs = {"pair": pair.hash} if pair else {}
+                if space != "image":
+                    key["cache"] = spec.cache.model_dump(mode="json")
+                    if "ae" in pair.config:
+                        key["ae"] = pair.config["ae"]
+                if variant == "distilled" and (ds, name, "recon", "plain", fold, seed) in by_identity:
+                    teacher = by_identity[(ds, name, "recon", "plain", fold, seed)]
+                    key["teacher"] = teacher.hash  # the teacher's settings are part of the student's identity
+                    needs["teacher"] = teacher.hash
+                h = "c" + stable_hash(key)
+                identity = dict(zip(IDENTITY, (ds, name, space, variant, fold, seed)))
+                task = Task("classifier", h, {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device},
+                            needs, f"runs/{run_name(ds, name, space, variant, f'f{fold}', f's{seed}', hash=h)}",
+                            identity, f"{ds} {name} {space} {variant} fold {fold} seed {seed}")
+                by_identity[(ds, name, space, variant, fold, seed)] = task
+                cells_.append(task)
+    return list(ae_tasks.values()) + prepares + cells_
