@@ -34,11 +34,11 @@ def _log_call(run_dir: Path) -> None:
 
 @register_task("toy-classifier", row_kind="result")
 def toy_classifier(cfg: dict, run_dir: Path, inputs: Inputs) -> dict:
+    _log_call(run_dir)
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef, recall_score, roc_auc_score
 
-    _log_call(run_dir)
     time.sleep(float(cfg["train"].get("sleep", 0.0)))
     if cfg["train"].get("fail_on") and cfg["train"]["fail_on"] in (cfg["space"], cfg["dataset"]):
         raise RuntimeError(f"toy failure requested for {cfg['train']['fail_on']}")

@@ -32,7 +32,8 @@ for _mod in _COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``latentgap`` console script."""
     try:
-        app(args=argv, standalone_mode=False)
+        # outside standalone mode click returns a command's exit status (typer.Exit) instead of exiting
+        status = app(args=argv, standalone_mode=False)
     except UserError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
         sys.exit(2)
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+    if isinstance(status, int) and status != 0:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from ..progress import console
 from ..storage import atomic_write_json
 from .claims import ClaimSettings
 from .spec import ExecutorSettings
-from .tasks import CLAIMED, Task, failed_path, one_line, run_task, task_kind
+from .tasks import CLAIMED, DONE_ELSEWHERE, Task, failed_path, one_line, run_task, task_kind
 
 
 class LiveView:
@@ -69,9 +69,9 @@ class LiveView:
             self.live.update(self._render())
 
     def finished(self, task: Task, seconds: float | None, reason: str | None) -> None:
-        if reason == CLAIMED:
+        if reason in (CLAIMED, DONE_ELSEWHERE):
             if not self.live:
-                self.echo(f"[{self.done + self.failed}/{self.total}] {task.hash} {task.label}: {CLAIMED}")
+                self.echo(f"[{self.done + self.failed}/{self.total}] {task.hash} {task.label}: {reason}")
             return
         if reason is None:
             self.done += 1
@@ -102,8 +102,7 @@ class LocalExecutor:
                     view.update(running=1)
                     t0 = time.time()
                     try:
-                        out = run_task(self.study_dir, t, task_kind(t.kind).fn, self.claims)
-                        results[t.hash] = CLAIMED if out == CLAIMED else None
+                        results[t.hash] = _status(run_task(self.study_dir, t, task_kind(t.kind).fn, self.claims))
                     except Exception as e:
                         results[t.hash] = one_line(e, 300)
                     view.finished(t, time.time() - t0, results[t.hash])
@@ -124,12 +123,17 @@ class LocalExecutor:
                         t, t0 = futs[f]
                         err = f.exception()
                         if err is None:
-                            results[t.hash] = CLAIMED if f.result() == CLAIMED else None
+                            results[t.hash] = _status(f.result())
                         else:
                             results[t.hash] = one_line(err, 300)
                         view.finished(t, time.time() - t0, results[t.hash])
             view.update(running=0)
         return results
+
+
+def _status(out) -> str | None:
+    """None for a task this runner ran; CLAIMED / DONE_ELSEWHERE when another runner has or had it."""
+    return out if isinstance(out, str) and out in (CLAIMED, DONE_ELSEWHERE) else None
 
 
 def _limit_threads(n: int) -> None:
@@ -188,7 +192,7 @@ class SlurmExecutor:
                         running += job.state == "RUNNING"
                         continue
                     try:
-                        results[t.hash] = CLAIMED if job.result() == CLAIMED else None
+                        results[t.hash] = _status(job.result())
                     except (UncompletedJobError, FailedJobError) as e:
                         results[t.hash] = _job_reason(e, job)
                         if not failed_path(self.study_dir, t.hash).exists():

@@ -37,7 +37,7 @@ from .claims import Claims, ClaimSettings
 from .executors import make_executor
 from .grids import grid_builder
 from .spec import StudySpec, check_autoencoders_trained, check_train_fields
-from .tasks import CLAIMED, Task, failed_path, row_path
+from .tasks import CLAIMED, DONE_ELSEWHERE, Task, failed_path, row_path
 
 
 def waves(tasks: list[Task]) -> list[list[Task]]:
@@ -216,7 +216,7 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
                     reason = results.get(t.hash)
                     if reason is None:
                         summary.ran += 1
-                    elif reason != CLAIMED:
+                    elif reason not in (CLAIMED, DONE_ELSEWHERE):
                         summary.failed.append((t.hash, t.label, reason))
                         failed[t.hash] = reason
                 continue

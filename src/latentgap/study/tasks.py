@@ -26,6 +26,7 @@ from ..storage import atomic_write_json, read_json
 from .claims import ClaimSettings, Claims
 
 CLAIMED = "claimed by another runner"  # what run_task returns for a task another live runner holds
+DONE_ELSEWHERE = "finished by another runner"  # ... and for one whose row appeared before it could run it
 
 
 @dataclass(frozen=True)
@@ -103,19 +104,20 @@ def run_task(study_dir: str | Path, task: Task, fn: Callable | None = None,
     task (submitit). ``fn`` is the kind's function, resolved by the submitting process (so a kind registered by
     a plugin or a test need not be registered in the worker); None looks it up here.
 
-    Returns the row, or :data:`CLAIMED` when another live runner holds the task.
+    Returns the row it wrote, :data:`CLAIMED` when another live runner holds the task, or
+    :data:`DONE_ELSEWHERE` when its row exists already.
     """
     study_dir = Path(study_dir)
     out = row_path(study_dir, task.hash)
     if out.exists():
-        return read_json(out)
+        return DONE_ELSEWHERE
     kind = task_kind(task.kind)
     fn = fn or kind.fn
     with Claims(study_dir, claims or ClaimSettings()).held(task.hash) as mine:
         if not mine:
             return CLAIMED
         if out.exists():  # finished by another runner between our first look and the claim
-            return read_json(out)
+            return DONE_ELSEWHERE
         t0 = time.time()
         try:
             inputs = Inputs({role: read_json(row_path(study_dir, h)) for role, h in task.needs.items()}, study_dir)
