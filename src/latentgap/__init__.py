@@ -4,7 +4,7 @@ Images, latents and reconstructions of the same samples are classified on identi
 difference between latent-space and reconstruction-space classifiers is the *learnability gap*.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def __getattr__(name: str):

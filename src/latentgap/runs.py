@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .storage import atomic_write
 
 META_KEY = "latentgap"  # safetensors header key that holds the JSON metadata
@@ -63,18 +63,25 @@ def code_version() -> str:
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
     """What ran a computation: versions (latentgap, code, torch, diffusers, timm, python), host, platform,
     and, with ``device``, its hardware name and the intra-op thread count."""
-    import diffusers
-    import timm
-
     from .device import device_name
 
+    # versions from the installed metadata: recording them must not import diffusers / timm (seconds per cell)
     env = {"latentgap": __version__, "code_version": code_version(), "torch": torch.__version__,
-           "diffusers": diffusers.__version__, "timm": timm.__version__, "python": platform.python_version(),
+           "diffusers": _dist_version("diffusers"), "timm": _dist_version("timm"), "python": platform.python_version(),
            "platform": platform.platform(), "host": platform.node()}
     if device is not None:
         device = torch.device(device)
         env.update(device=str(device), device_name=device_name(device), threads=torch.get_num_threads())
     return env
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 # --------------------------------------------------------------------------- checkpoints

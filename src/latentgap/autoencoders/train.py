@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..device import resolve_device
 from ..errors import UserError
 from ..storage import atomic_write_json, stable_hash

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..device import device_name, resolve_device, synchronize
 from ..errors import UserError
 from .memory import measure_step_memory, module_state_tensors

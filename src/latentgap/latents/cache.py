@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..errors import UserError
 from ..storage import atomic_write_json, read_json, stable_hash
 from ..progress import progress_bar
