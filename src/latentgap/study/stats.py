@@ -246,7 +246,7 @@ def results_only(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def _with_image_broadcast(rows: pd.DataFrame) -> pd.DataFrame:
+def broadcast_image_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Copy image-space rows to every autoencoder of their dataset so that pairing is a plain merge
     (image rows of a dataset without autoencoder rows keep ``IMAGE_AE``)."""
     rows = rows.copy()
@@ -272,7 +272,7 @@ def cells(rows: pd.DataFrame, space: str, variant: str = "plain", metric: str = 
     rows = results_only(rows)
     if not len(rows) or any(c not in rows for c in ["dataset", "autoencoder", "space", "variant", "fold", metric]):
         return pd.DataFrame(columns=cols)
-    rows = _with_image_broadcast(rows)
+    rows = broadcast_image_rows(rows)
     rows = rows[(rows["space"] == space) & (rows["variant"] == variant) & rows[metric].notna()]
     n_test = pd.to_numeric(_column(rows, "n_test"), errors="coerce")
     n_train = pd.to_numeric(_column(rows, "n_train"), errors="coerce")
