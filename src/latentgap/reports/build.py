@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,16 @@ from ..study import stats as S
 from . import figures, tables
 
 NOISE_KEYS = [f"acc_q{i}" for i in range(4)]  # accuracy per noise-level quartile (latentgap.train.loop)
+_TESTS_TEXT = (
+    "One paired difference per fold (and per split repeat), training seeds averaged within a fold first; "
+    "J = number of differences. Default test: Nadeau–Bengio corrected resampled t-test, "
+    "t = mean / √((1/J + n_test/n_train)·s²) with J − 1 df; the 95 % CI uses the same standard error; Holm over "
+    "the table on the corrected p. p (plain t) and p (Wilcoxon) are the uncorrected paired t-test and the Wilcoxon "
+    "signed-rank test of the same differences (with J differences Wilcoxon's p cannot go below 2/2^J, 0.0625 for "
+    "5 folds). TOST p: two one-sided corrected t-tests against ±{margin} points, equivalent when below 0.05. "
+    "recon-latent is the learnability gap. Flags: budget-limited (a cell did not converge), in-sample (the "
+    "autoencoder was trained on the test images too).")
+CURVE_COLUMNS = ["dataset", "autoencoder", "space", "fold", "seed", "epoch", "val_bacc", "converged"]
 
 
 def load_rows(study_dir: str | Path) -> pd.DataFrame:
@@ -75,27 +86,65 @@ def ae_training_table(rows: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["autoencoder", "data"]).reset_index(drop=True)
 
 
+def learning_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """Validation bACC per epoch of every plain cell whose row has a ``curve`` (``{"epoch": [...],
+    "val_bacc": [...], ...}``), long format; image cells appear under every autoencoder of their dataset."""
+    res = S.results_only(rows)
+    if "curve" not in res or not len(res):
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    res = S.broadcast_image_rows(res[res["variant"] == "plain"])
+    out = []
+    for r in res.itertuples():
+        curve = r.curve
+        if isinstance(curve, str):  # a CSV round trip stores it as JSON
+            try:
+                curve = json.loads(curve)
+            except json.JSONDecodeError:
+                continue
+        if not isinstance(curve, dict) or not curve.get("val_bacc"):
+            continue
+        val = curve["val_bacc"]
+        epochs = curve.get("epoch") or list(range(1, len(val) + 1))
+        conv = S.flag(getattr(r, "converged", None))
+        out.extend(dict(dataset=r.dataset, autoencoder=r.autoencoder, space=r.space, fold=r.fold,
+                        seed=getattr(r, "seed", 0), epoch=e, val_bacc=v, converged=conv)
+                   for e, v in zip(epochs, val) if v is not None)
+    return pd.DataFrame(out, columns=CURVE_COLUMNS)
+
+
 @dataclass
 class Section:
     title: str
     text: str = ""
     table: pd.DataFrame | None = None
     images: list[tuple[str, bytes]] | None = None  # (name, png bytes)
+    bullets: list[str] | None = None  # markdown, one line each
 
 
-def build_sections(rows: pd.DataFrame, study_dir: Path) -> list[Section]:
+def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN) -> list[Section]:
+    """The report's sections, in order: findings (one sentence per autoencoder x dataset), study, tables,
+    figures. ``margin``: TOST equivalence margin in bACC (0.02 = 2 points)."""
     res = S.results_only(rows)
     secs = []
     if "cell_kind" in rows and (rows["cell_kind"] == "synthetic").any():
         secs.append(Section("Warning", "Some rows come from the **synthetic** smoke-test cell (scikit-learn on "
                                        "synthetic features), not from trained classifiers. They test the pipeline "
                                        "and mean nothing about any autoencoder."))
-    secs.append(Section("Main results", tables.MARK_LEGEND + " Mean ± std over folds and seeds.",
-                        tables.main_table(rows)))
+    found = tables.findings(rows, margin)
+    if found:
+        secs.append(Section("Findings", "bACC differences in points; equivalence by TOST within "
+                                        f"±{tables.margin_pts(margin)} points; p from the Nadeau–Bengio corrected "
+                                        "resampled t-test across folds (Holm-adjusted over the tests table in "
+                                        "parentheses).", bullets=found))
+    secs.append(Section("Main results", tables.mark_legend(margin) + " Mean ± std over folds and seeds; "
+                        "converged: cells whose training converged, of n.", tables.main_table(rows, margin)))
+    png = figures.space_bars(S.space_means(rows))
+    if png:
+        secs.append(Section("Mean bACC per space", "Mean over folds (training seeds averaged within a fold first); "
+                            "error bars: 95 % CI with the Nadeau–Bengio corrected standard error "
+                            "√((1/J + n_test/n_train)·s²), as in the tests.", images=[("space_bars", png)]))
     secs.append(Section("Paired tests per autoencoder × dataset",
-                        "Paired t-tests on bACC across folds and seeds (pairs matched on fold and seed); "
-                        "recon-latent is the learnability gap; d_z = mean / sd of the differences.",
-                        tables.tests_table(rows)))
+                        _TESTS_TEXT.format(margin=tables.margin_pts(margin)), tables.tests_table(rows, margin=margin)))
     secs.append(Section("Across all autoencoder × dataset pairs",
                         "Wilcoxon signed-rank tests of the per-pair mean bACC; effect size: matched-pairs "
                         "rank-biserial correlation.", tables.across_table(rows)))
@@ -124,6 +173,12 @@ def build_sections(rows: pd.DataFrame, study_dir: Path) -> list[Section]:
     rec = tables.recall_table(rows)
     if len(rec):
         secs.append(Section("Per-class recall", "Mean over folds and seeds.", rec))
+    curves = learning_curves(rows)
+    lc = [(f"learning_curves_{i}", figures.learning_curves(g, ds))
+          for i, (ds, g) in enumerate(curves.groupby("dataset", sort=True))]
+    if lc:
+        secs.append(Section("Validation learning curves", "Validation bACC per epoch, one line per cell (fold × "
+                            "seed); dashed with a cross: the cell did not converge.", images=lc))
     png = figures.noise_curves(noise_curves(rows))
     if png:
         secs.append(Section("Accuracy against noise level", "Noise-conditioned classifiers evaluated at noise levels "
@@ -135,7 +190,9 @@ def build_sections(rows: pd.DataFrame, study_dir: Path) -> list[Section]:
     for key in ("pretrained", "image_size", "epochs", "device"):
         if key in res and res[key].notna().any():
             meta.append(f"{key}: {', '.join(sorted(set(map(str, res[key].dropna()))))}")  # values may be lists
-    secs.insert(0, Section("Study", "; ".join(meta) + "."))
+    # the report opens with the findings (after the synthetic-rows warning), then what was run
+    first = sum(1 for sec in secs[:2] if sec.title in ("Warning", "Findings"))
+    secs.insert(first, Section("Study", "; ".join(meta) + "."))
     return secs
 
 
@@ -151,11 +208,22 @@ def render_markdown(title: str, secs: list[Section], files_dir: str) -> str:
         out.append(f"## {s.title}\n")
         if s.text:
             out.append(s.text + "\n")
+        if s.bullets:
+            out.append("\n".join(f"- {b}" for b in s.bullets) + "\n")
         if s.table is not None:
             out.append(tables.to_markdown(s.table))
         for name, _ in s.images or []:
             out.append(f"![{name}]({files_dir}/{name}.png)\n")
     return "\n".join(out)
+
+
+def inline_html(text: str) -> str:
+    """The markdown that section texts use, as HTML: ``**bold**``, backtick code and escaped asterisks ``\\*``
+    (so that "\\* / \\*\\* / \\*\\*\\*" shows as "* / ** / ***")."""
+    s = html.escape(text).replace("\\*", "\x00")
+    s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    return s.replace("\x00", "*")
 
 
 def render_html(title: str, secs: list[Section]) -> str:
@@ -164,7 +232,9 @@ def render_html(title: str, secs: list[Section]) -> str:
     for s in secs:
         out.append(f"<h2>{html.escape(s.title)}</h2>")
         if s.text:
-            out.append(f"<p>{html.escape(s.text).replace('**', '')}</p>")
+            out.append(f"<p>{inline_html(s.text)}</p>")
+        if s.bullets:
+            out.append("<ul>" + "".join(f"<li>{inline_html(b)}</li>" for b in s.bullets) + "</ul>")
         if s.table is not None:
             out.append(s.table.to_html(index=False, border=0, classes="lg-table") if len(s.table) else "<p>(no rows)</p>")
         for name, png in s.images or []:
@@ -185,19 +255,20 @@ def _study_name(study_dir: Path) -> str:
     return str(name) if name else study_dir.resolve().name
 
 
-def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+def build_report(study_dir: str | Path, out_dir: str | Path | None = None, margin: float = S.MARGIN) -> dict[str, Path]:
     """Rebuild report.md, report.html and rows.csv of a study folder from its rows.
 
     Args:
         study_dir: folder written by ``latentgap study`` (holds ``rows/``).
         out_dir: where to write (default: the study folder itself).
+        margin: equivalence margin of the IS vs RS TOST, in bACC (0.02 = 2 points).
     Returns:
         paths of the written files.
     """
     study_dir = Path(study_dir)
     out = Path(out_dir) if out_dir else study_dir
     rows = load_rows(study_dir)
-    secs = build_sections(rows, study_dir)
+    secs = build_sections(rows, study_dir, margin)
     title = f"latentgap study report: {_study_name(study_dir)} ({time.strftime('%Y-%m-%d')})"
     files_dir = "report_files"
     for s in secs:

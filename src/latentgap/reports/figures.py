@@ -1,6 +1,7 @@
-"""The report's figures as PNG bytes (matplotlib, Agg): PSNR against the learnability gap for every
-autoencoder x dataset pair (the paper's Fig. 2), originals / reconstructions / |difference| (Fig. 3),
-and accuracy against noise level for noise-conditioned latent classifiers.
+"""The report's figures as PNG bytes (matplotlib, Agg): mean bACC per space with 95 % CIs, validation
+learning curves per space, PSNR against the learnability gap for every autoencoder x dataset pair (the
+paper's Fig. 2), originals / reconstructions / |difference| (Fig. 3), and accuracy against noise level for
+noise-conditioned latent classifiers.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 MARKERS = "osD^v<>pP*Xh"
+SPACES = (("image", "IS"), ("recon", "RS"), ("latent", "LS"))
+SPACE_COLOURS = {"image": "tab:blue", "recon": "tab:green", "latent": "tab:orange"}
 
 
 def _png(fig) -> bytes:
@@ -22,6 +27,86 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def space_bars(means: pd.DataFrame, metric: str = "bACC") -> bytes | None:
+    """Grouped bars: mean per space (IS, RS, LS) for every dataset x autoencoder, with CI error bars;
+    hatched bars contain a cell that did not converge.
+
+    Args:
+        means: ``stats.space_means`` output (dataset, autoencoder, space, mean, ci_low, ci_high, unconverged).
+    """
+    if not len(means):
+        return None
+    groups = sorted({(r.dataset, r.autoencoder) for r in means.itertuples()})
+    by = {(r.dataset, r.autoencoder, r.space): r for r in means.itertuples()}
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) + 1.5), 3.8))
+    width = 0.8 / len(SPACES)
+    hatched = False
+    for j, (space, label) in enumerate(SPACES):
+        for i, key in enumerate(groups):
+            r = by.get((*key, space))
+            if r is None:
+                continue
+            x = i + (j - (len(SPACES) - 1) / 2) * width
+            bad = bool(r.unconverged)
+            hatched |= bad
+            ax.bar(x, r.mean, width, color=SPACE_COLOURS[space], edgecolor="k", linewidth=0.5,
+                   hatch="//" if bad else None, label=label if i == 0 else None)
+            if not np.isnan(r.ci_low):
+                ax.errorbar(x, r.mean, yerr=[[r.mean - r.ci_low], [r.ci_high - r.mean]], color="k", capsize=3, lw=1)
+    handles, _ = ax.get_legend_handles_labels()
+    if hatched:
+        handles.append(Patch(facecolor="white", edgecolor="k", hatch="//", label="has unconverged cells"))
+    ax.set_xticks(range(len(groups)), [f"{ds}\n{ae}" for ds, ae in groups], fontsize=8)
+    ax.set_ylabel(f"{metric} (mean over folds, 95 % CI)")
+    ax.set_title(f"{metric} per space")
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)
+
+
+def learning_curves(curves: pd.DataFrame, title: str) -> bytes | None:
+    """Validation bACC against epoch, one panel per autoencoder (rows) x space (columns), one line per cell;
+    cells that did not converge are dashed and end in a cross.
+
+    Args:
+        curves: long table with columns autoencoder, space, fold, seed, epoch, val_bacc, converged
+            (True / False / None).
+        title: figure title (the dataset).
+    """
+    if not len(curves):
+        return None
+    aes = sorted(curves["autoencoder"].unique())
+    spaces = [(sp, lab) for sp, lab in SPACES if (curves["space"] == sp).any()]
+    fig, axes = plt.subplots(len(aes), len(spaces), figsize=(3.2 * len(spaces), 2.4 * len(aes) + 0.6),
+                             squeeze=False, sharey=True)
+    for i, ae in enumerate(aes):
+        for j, (sp, lab) in enumerate(spaces):
+            ax = axes[i, j]
+            sub = curves[(curves["autoencoder"] == ae) & (curves["space"] == sp)]
+            for _, g in sub.groupby(["fold", "seed"], sort=True):
+                g = g.sort_values("epoch")
+                conv = g["converged"].iloc[0]
+                conv = None if conv is None or pd.isna(conv) else bool(conv)  # numpy bools from a bool column
+                if conv is False:
+                    ax.plot(g["epoch"], g["val_bacc"], color="tab:red", ls="--", lw=1)
+                    ax.plot(g["epoch"].iloc[-1], g["val_bacc"].iloc[-1], "x", color="tab:red", ms=7, mew=2)
+                else:
+                    ax.plot(g["epoch"], g["val_bacc"], color=SPACE_COLOURS[sp] if conv else "grey", lw=1)
+            ax.set_title(f"{lab}" if sp == "image" else f"{lab} · {ae}", fontsize=8)
+            if i == len(aes) - 1:
+                ax.set_xlabel("epoch", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("validation bACC", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [plt.Line2D([], [], color="k", lw=1, label="converged (colour of the space)"),
+               plt.Line2D([], [], color="grey", lw=1, label="convergence not recorded"),
+               plt.Line2D([], [], color="tab:red", ls="--", marker="x", lw=1, label="did not converge")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Validation learning curves: {title}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _png(fig)
 
 
 def psnr_vs_gap(gaps: pd.DataFrame) -> bytes | None:

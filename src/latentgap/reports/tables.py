@@ -1,5 +1,6 @@
-"""The paper's tables from result rows (learnability-gap paper, Tables 1, 3 and 4): pure
-DataFrame -> DataFrame functions producing display strings (mean ± std, significance marks).
+"""The paper's tables from result rows (learnability-gap paper, Tables 1, 3 and 4) and the report's
+opening sentences: pure DataFrame -> DataFrame (or text) functions producing display strings
+(mean ± std, significance marks). Text is markdown; literal asterisks are escaped (``\\*``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,28 @@ import pandas as pd
 from ..study import stats as S
 
 SPACE_LABEL = {"image": "IS", "recon": "RS", "latent": "LS"}
-MARK_LEGEND = ("LS bACC marked * / ** / *** when LS differs from RS of the same autoencoder (paired t-test across "
-               "folds and seeds, Holm-adjusted p < .05 / .01 / .001); RS bACC marked † when RS differs from IS "
-               "(Holm-adjusted p < .05).")
+
+
+def _pts(x: float) -> str:
+    """A bACC difference in points, one decimal (0.091 -> "9.1")."""
+    return f"{100 * x:.1f}"
+
+
+def margin_pts(margin: float) -> str:
+    """An equivalence margin in points, as short as exact (0.02 -> "2", 0.015 -> "1.5")."""
+    return f"{100 * margin:.4g}"
+
+
+def mark_legend(margin: float = S.MARGIN) -> str:
+    """The significance marks of :func:`main_table`, as markdown (asterisks escaped)."""
+    return (r"LS bACC marked \* / \*\* / \*\*\* when LS differs from RS of the same autoencoder "
+            "(Nadeau–Bengio corrected resampled t-test across folds, seeds averaged within a fold, Holm-adjusted "
+            "p < .05 / .01 / .001); RS bACC marked † when RS differs from IS (same test, Holm-adjusted p < .05) "
+            f"and ≈ when RS is equivalent to IS (TOST, ±{margin_pts(margin)} pts); § instead of a mark: a cell of "
+            "that comparison did not converge (budget-limited, not a finding).")
+
+
+MARK_LEGEND = mark_legend()
 
 
 def pm(mean: float, std: float, digits: int = 3) -> str:
@@ -37,12 +57,13 @@ def fmt_p(p: float) -> str:
     return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def main_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std of bACC, AUC, MCC per dataset x autoencoder x space (plain variant), with marks."""
+def main_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
+    """Mean ± std of bACC, AUC, MCC per dataset x autoencoder x space (plain variant), with marks
+    (:func:`mark_legend`) and the number of cells that converged."""
     summ = S.summary_table(rows)
     summ = summ[summ["variant"] == "plain"]
-    tests = S.pair_tests(rows) if len(summ) else pd.DataFrame(columns=["dataset", "autoencoder", "comparison", "p_holm"])
-    p = {(r.dataset, r.autoencoder, r.comparison): r.p_holm for r in tests.itertuples()}
+    tests = S.pair_tests(rows, margin=margin) if len(summ) else pd.DataFrame(columns=S.PAIR_TEST_COLUMNS)
+    by = {(r.dataset, r.autoencoder, r.comparison): r for r in tests.itertuples()}
     aes = sorted(set(summ.loc[summ["space"] != "image", "autoencoder"]))
     out = []
     for ds in sorted(summ["dataset"].unique()):
@@ -55,29 +76,43 @@ def main_table(rows: pd.DataFrame) -> pd.DataFrame:
                 r = sub[(sub["autoencoder"] == ae) & (sub["space"] == space)]
                 if not len(r):
                     continue
-                if space == "latent":
-                    mark = stars(p.get((ds, ae, "recon-latent"), math.nan))
-                else:
-                    mark = "†" if p.get((ds, ae, "image-recon"), math.nan) < 0.05 else ""
-                out.append(_main_row(ds, ae, SPACE_LABEL[space], r.iloc[0], mark))
-    return pd.DataFrame(out, columns=["dataset", "autoencoder", "space", "bACC", "AUC", "MCC", "n"])
+                t = by.get((ds, ae, "recon-latent" if space == "latent" else "image-recon"))
+                out.append(_main_row(ds, ae, SPACE_LABEL[space], r.iloc[0], _mark(t, space)))
+    return pd.DataFrame(out, columns=["dataset", "autoencoder", "space", "bACC", "AUC", "MCC", "n", "converged"])
+
+
+def _mark(t, space: str) -> str:
+    if t is None:
+        return ""
+    if t.budget_limited:
+        return "§"
+    if space == "latent":
+        return stars(t.p_holm)
+    return "†" if t.p_holm < 0.05 else "≈" if t.equivalence == "equivalent" else ""
 
 
 def _main_row(ds, ae, space, r, mark) -> list:
     def cell(m):
         return pm(r.get(f"{m}_mean", math.nan), r.get(f"{m}_std", math.nan))
-    return [ds, ae, space, cell("bacc") + mark, cell("auc"), cell("mcc"), int(r["n"])]
+    n = int(r["n"])
+    bad, unknown = int(r.get("unconverged", 0)), int(r.get("convergence_unknown", n))
+    conv = "–" if unknown == n else f"{n - bad - unknown}/{n}" + (f" ({unknown} unknown)" if unknown else "")
+    return [ds, ae, space, cell("bacc") + mark, cell("auc"), cell("mcc"), n, conv]
 
 
-def tests_table(rows: pd.DataFrame, metric: str = "bacc") -> pd.DataFrame:
-    """Per-pair paired t-tests for display: difference, 95% CI, d_z, p, Holm p, note."""
-    t = S.pair_tests(rows, metric)
+def tests_table(rows: pd.DataFrame, metric: str = "bacc", margin: float = S.MARGIN) -> pd.DataFrame:
+    """Per-pair tests for display: J, difference, corrected 95% CI, corrected t and p, Holm p, plain t and
+    Wilcoxon p, TOST p and verdict, flags (budget-limited, in-sample), note."""
+    t = S.pair_tests(rows, metric, margin=margin)
+    num = lambda v, f: "–" if pd.isna(v) else format(v, f)  # noqa: E731
     return pd.DataFrame({
-        "dataset": t["dataset"], "autoencoder": t["autoencoder"], "comparison": t["comparison"], "n": t["n"],
-        "mean diff": t["mean_diff"].map(lambda v: f"{v:+.3f}"),
+        "dataset": t["dataset"], "autoencoder": t["autoencoder"], "comparison": t["comparison"], "J": t["n"],
+        "mean diff": t["mean_diff"].map(lambda v: num(v, "+.3f")),
         "95% CI": [f"[{a:+.3f}, {b:+.3f}]" if not math.isnan(a) else "–" for a, b in zip(t["ci_low"], t["ci_high"])],
-        "d_z": t["d_z"].map(lambda v: "–" if math.isnan(v) else f"{v:.2f}"),
-        "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p), "note": t["note"],
+        "n_test/n_train": t["test_train_ratio"].map(lambda v: num(v, ".3f")),
+        "t": t["t"].map(lambda v: num(v, ".2f")), "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p),
+        "p (plain t)": t["p_plain"].map(fmt_p), "p (Wilcoxon)": t["p_wilcoxon"].map(fmt_p),
+        "TOST p": t["p_tost"].map(fmt_p), "equivalence": t["equivalence"], "flags": t["flags"], "note": t["note"],
     })
 
 
@@ -139,11 +174,59 @@ def recall_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).fillna("")
 
 
+def findings(rows: pd.DataFrame, margin: float = S.MARGIN) -> list[str]:
+    """One plain sentence per autoencoder x dataset, e.g. "taef2 on busi_128: reconstructions equivalent to
+    images (±2 pts); latents 9.1 pts below reconstructions, corrected p = 0.010 (Holm 0.040); all cells
+    converged." Differences are in bACC points; p is the Nadeau–Bengio corrected p."""
+    tests = S.pair_tests(rows, margin=margin)
+    conv = {(r.dataset, r.autoencoder): r for r in S.convergence_table(rows).itertuples()}
+    by = {(r.dataset, r.autoencoder, r.comparison): r for r in tests.itertuples()}
+    out = []
+    for ds, ae in sorted({(r.dataset, r.autoencoder) for r in tests.itertuples()}):
+        parts = []
+        ir, rl = by.get((ds, ae, "image-recon")), by.get((ds, ae, "recon-latent"))
+        if ir is not None:
+            if ir.equivalence == "equivalent":
+                parts.append(f"reconstructions equivalent to images (±{margin_pts(margin)} pts)")
+            else:
+                parts.append(f"reconstructions not shown equivalent to images (±{margin_pts(margin)} pts; "
+                             f"{_relative(-ir.mean_diff, 'images')})")
+        if rl is not None:
+            text = f"latents {_relative(-rl.mean_diff, 'reconstructions')}"
+            if math.isnan(rl.p):
+                text += f", no test ({rl.note})" if rl.note else ", no test"
+            else:
+                text += f", corrected p = {fmt_p(rl.p)} (Holm {fmt_p(rl.p_holm)})"
+            parts.append(text)
+        c = conv.get((ds, ae))
+        if c is not None:
+            if c.unconverged:
+                parts.append(f"{c.unconverged} of {c.cells} cells did not converge: budget-limited")
+            elif c.unknown == c.cells:
+                parts.append("convergence not recorded")
+            elif c.unknown:
+                parts.append(f"{c.cells - c.unknown} of {c.cells} cells recorded convergence, all converged")
+            else:
+                parts.append("all cells converged")
+            if c.in_sample:
+                parts.append("the autoencoder was trained on the test images too: in-sample")
+        out.append(f"{ae} on {ds}: " + "; ".join(parts) + ".")
+    return out
+
+
+def _relative(d: float, other: str) -> str:
+    """``d`` (bACC difference, this minus ``other``) in words: "9.1 pts below reconstructions"."""
+    if math.isnan(d):
+        return f"no difference to {other} measured"
+    return f"{_pts(abs(d))} pts {'above' if d > 0 else 'below'} {other}" if abs(d) >= 5e-4 else f"level with {other}"
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     if df is None or not len(df):
         return "_(no rows)_\n"
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+        # significance stars are literal: unescaped, markdown reads "0.71***" as emphasis
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|").replace("*", "\\*") for v in row) + " |")
     return "\n".join(lines) + "\n"
