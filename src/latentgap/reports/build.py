@@ -126,10 +126,6 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
     figures. ``margin``: TOST equivalence margin in bACC (0.02 = 2 points)."""
     res = S.results_only(rows)
     secs = []
-    if "cell_kind" in rows and (rows["cell_kind"] == "synthetic").any():
-        secs.append(Section("Warning", "Some rows come from the **synthetic** smoke-test cell (scikit-learn on "
-                                       "synthetic features), not from trained classifiers. They test the pipeline "
-                                       "and mean nothing about any autoencoder."))
     found = tables.findings(rows, margin)
     if found:
         secs.append(Section("Findings", "bACC differences in points; equivalence by TOST within "
@@ -190,7 +186,7 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
     for key in ("pretrained", "image_size", "epochs", "device"):
         if key in res and res[key].notna().any():
             meta.append(f"{key}: {', '.join(sorted(set(map(str, res[key].dropna()))))}")  # values may be lists
-    # the report opens with the findings (after the synthetic-rows warning), then what was run
+    # the report opens with the findings, then what was run
     first = sum(1 for sec in secs[:2] if sec.title in ("Warning", "Findings"))
     secs.insert(first, Section("Study", "; ".join(meta) + "."))
     return secs
