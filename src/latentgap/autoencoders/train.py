@@ -9,7 +9,7 @@ step + RNG state); a resumed run ends with exactly the weights of an uninterrupt
 
 Run folder::
 
-    <out>/checkpoints/step-0000500/{model.safetensors, state.pt}   last two kept
+    <out>/checkpoints/step-0000500.safetensors   weights, optimiser, RNG + JSON header (last two kept)
     <out>/model/                       final model, loadable with create_autoencoder(<out>)
     <out>/training.json                the record: settings, loss curve, warnings, scaling factor, PSNR
 """
@@ -30,6 +30,8 @@ import torch
 from ..version import __version__
 from ..device import resolve_device
 from ..errors import UserError
+from ..latents.fidelity import psnr as image_psnr
+from ..runs import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
 from ..storage import atomic_write_json, stable_hash
 from ..progress import console, progress_bar
 from .base import Autoencoder, adapt_images
@@ -98,45 +100,46 @@ def lr_at(step: int, steps: int, lr: float) -> float:
 
 
 def _checkpoints(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / "state.pt").is_file())
+    return sorted(p for p in root.glob("step-*.safetensors") if p.is_file())
 
 
 def _save_checkpoint(root: Path, module: torch.nn.Module, opt, step: int, extra: dict) -> None:
-    from safetensors.torch import save_file
-
-    final = root / f"step-{step:07d}"
+    """One file per checkpoint (``latentgap.runs`` format): weights, optimiser and RNG tensors, with step,
+    history and the CPU generators' states in its JSON header."""
+    final = root / f"step-{step:07d}.safetensors"
     if final.exists():
         return
-    tmp = root / f".step-{step:07d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(weights, str(tmp / "model.safetensors"))
-    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+    opt_tensors, groups = optimizer_tensors(opt)
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": opt.state_dict(), "step": step, "rng": rng, **extra}, tmp / "state.pt")
-    os.replace(tmp, final)  # the directory appears complete or not at all
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    np_state = np.random.get_state()
+    meta = {**extra, "step": step, "param_groups": groups,
+            "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "rng_python": random.getstate()}
+    root.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(final, tensors, meta)
     for old in _checkpoints(root)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+        old.unlink(missing_ok=True)
 
 
 def _load_checkpoint(path: Path, module: torch.nn.Module, opt, settings_hash: str) -> dict:
-    from safetensors.torch import load_file
-
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    tensors, state = load_checkpoint(path)
     if state.get("settings_hash") != settings_hash:
         raise UserError(f"checkpoint {path} was made with other settings, data or starting weights",
                         "re-run with the same options, or choose a new --out folder")
     dev = next(module.parameters()).device
-    module.load_state_dict(load_file(str(path / "model.safetensors"), device=str(dev)))
-    opt.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    module.load_state_dict({k: v.to(dev) for k, v in prefixed(tensors, "model").items()})
+    load_optimizer(opt, tensors, state["param_groups"])
+    torch.set_rng_state(tensors["rng.torch"])
+    kind, keys, *rest = state["rng_numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = state["rng_python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
     return state
 
 
@@ -252,8 +255,7 @@ def _finish(ae: Autoencoder, dataset, pool: np.ndarray, out: Path, grey_to_rgb: 
         record["scaling_factor"] = ae.scale
     for i in range(0, len(sample), 64):
         x = adapt_images(dataset.load(sample[i: i + 64]), ae.info, grey_to_rgb).to(dev)
-        mse = (ae.decode(ae.encode(x)) - x).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-        psnr += (-10 * torch.log10(mse)).cpu().tolist()
+        psnr += image_psnr(ae.decode(ae.encode(x)), x).cpu().tolist()
     record["train_sample_psnr_db"] = float(np.mean(psnr))
     record["train_sample_n"] = int(len(sample))
     record["info"] = ae.info.to_dict()

@@ -115,16 +115,15 @@ class Case:
 
 
 class _Decode(nn.Module):
-    """``forward(z) -> image`` in [0, 1] for the decode-then-classify path."""
+    """``forward(z) -> image`` in [0, 1] for the decode-then-classify path: the autoencoder adapter's own
+    ``decode`` (the one place that knows the backend's scaling), so the timed path is the real one."""
 
-    def __init__(self, inner: nn.Module, sd_random: bool):
+    def __init__(self, ae: nn.Module):
         super().__init__()
-        self.inner, self.sd_random = inner, sd_random
+        self.ae = ae
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, c, h, w) -> (B, C, H, W)
-        if self.sd_random:
-            return (self.inner.decode(z).sample + 1) / 2
-        return self.inner.decode(z)
+        return self.ae.decode(z)
 
 
 def sd_vae_config() -> dict:
@@ -139,12 +138,15 @@ def build_decoder(spec: str, resolution: int, device: torch.device) -> tuple[_De
     if spec == SD_RANDOM:
         from diffusers import AutoencoderKL
 
+        from ..autoencoders.diffusers_kl import DiffusersKL
+
         vae = AutoencoderKL(**sd_vae_config())
         vae.encoder, vae.quant_conv = None, None  # only the decoder is timed; do not count the encoder's weights
         if resolution % 8:
             raise UserError(f"--resolution {resolution} is not a multiple of the SD-VAE's factor 8",
                             f"use e.g. --resolution {max(8, resolution // 8 * 8)}")
-        return (_Decode(vae, True).to(device).eval(), (4, resolution // 8, resolution // 8), 3,
+        ae = DiffusersKL(vae, name="sd-vae-random", weights_id="random", weights_sha256="", convention="sd")
+        return (_Decode(ae).to(device).eval(), (4, resolution // 8, resolution // 8), 3,
                 "diffusers AutoencoderKL, SD-VAE sizes, random weights")
     from ..autoencoders import create_autoencoder
 
@@ -155,7 +157,7 @@ def build_decoder(spec: str, resolution: int, device: torch.device) -> tuple[_De
                         f"use a multiple of {f}")
     with torch.inference_mode():  # the exact latent shape, after any patching the adapter does
         z = ae.encode(torch.zeros(1, ae.info.in_channels, resolution, resolution, device=device))
-    return _Decode(ae, False).eval(), tuple(z.shape[1:]), ae.info.in_channels, f"{ae.info.name} ({ae.info.weights_id})"
+    return _Decode(ae).eval(), tuple(z.shape[1:]), ae.info.in_channels, f"{ae.info.name} ({ae.info.weights_id})"
 
 
 # ----------------------------------------------------------------------------- cases
