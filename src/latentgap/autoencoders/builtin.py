@@ -13,8 +13,7 @@ from ..errors import UserError
 from .base import AUTOENCODERS, state_dict_sha256
 from .diffusers_kl import DiffusersKL
 
-# Defaults sized for the CPU main job (64 px phantom, a few minutes on 2 cores).
-BUILTIN_DEFAULTS = dict(width=8, depth=1, latent_channels=4, downsample=4, in_channels=1, attention=False)
+from ..defaults import BUILTIN_DEFAULTS  # noqa: F401  (sized for the CPU main job; re-exported)
 
 
 def builtin_kl_config(width: int = 8, depth: int = 1, latent_channels: int = 4, downsample: int = 4,

@@ -35,10 +35,14 @@ from ..runs import load_checkpoint, load_optimizer, optimizer_tensors, prefixed,
 from ..storage import atomic_write_json, stable_hash
 from ..progress import console, progress_bar
 from .base import Autoencoder, adapt_images
-from .builtin import BUILTIN_DEFAULTS, build_builtin
+from ..defaults import AE_FINETUNE_DEFAULTS, AE_TRAIN_DEFAULTS
+from .builtin import build_builtin
 from .factory import RUN_MODEL_DIR, create_autoencoder
 
 KEEP_CHECKPOINTS = 2
+
+# defaults shared with the CLI and study specs (latentgap/defaults.py)
+TRAIN_DEFAULTS, FINETUNE_DEFAULTS = AE_TRAIN_DEFAULTS, AE_FINETUNE_DEFAULTS
 _VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights, which lpips.LPIPS(net="vgg") loads
 
 # ---------------------------------------------------------------- perceptual loss (only if weights are local)
@@ -283,12 +287,15 @@ def _open(dataset, resize):
 # ---------------------------------------------------------------- public entry points
 
 
-def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = 600, batch_size: int = 16,
-                      lr: float = 2e-3, width: int = BUILTIN_DEFAULTS["width"], depth: int = BUILTIN_DEFAULTS["depth"],
-                      latent_channels: int = BUILTIN_DEFAULTS["latent_channels"],
-                      downsample: int = BUILTIN_DEFAULTS["downsample"], attention: bool = False,
-                      kl_weight: float = 1e-6, loss: str = "l1", perceptual_weight: float = 0.1,
-                      checkpoint_every: int = 200, device: str = "auto", seed: int = 0, resize: int | None = None,
+def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = TRAIN_DEFAULTS["steps"],
+                      batch_size: int = TRAIN_DEFAULTS["batch_size"], lr: float = TRAIN_DEFAULTS["lr"],
+                      width: int = TRAIN_DEFAULTS["width"], depth: int = TRAIN_DEFAULTS["depth"],
+                      latent_channels: int = TRAIN_DEFAULTS["latent_channels"],
+                      downsample: int = TRAIN_DEFAULTS["downsample"], attention: bool = TRAIN_DEFAULTS["attention"],
+                      kl_weight: float = TRAIN_DEFAULTS["kl_weight"], loss: str = TRAIN_DEFAULTS["loss"],
+                      perceptual_weight: float = TRAIN_DEFAULTS["perceptual_weight"],
+                      checkpoint_every: int = TRAIN_DEFAULTS["checkpoint_every"], device: str = "auto",
+                      seed: int = TRAIN_DEFAULTS["seed"], resize: int | None = None,
                       indices=None, callback: Callable[[int, float], None] | None = None,
                       crop: int | None = None) -> Path:
     """Train the built-in KL autoencoder (``kl-builtin``) on ``dataset`` and save it under ``out``.
@@ -326,10 +333,13 @@ def train_autoencoder(dataset, out: str | os.PathLike, *, steps: int = 600, batc
                 callback=callback, crop=crop)
 
 
-def finetune_autoencoder(spec: str | Autoencoder, dataset, out: str | os.PathLike, *, steps: int = 500,
-                         batch_size: int = 16, lr: float = 1e-5, kl_weight: float = 1e-6, loss: str = "l1",
-                         perceptual_weight: float = 0.1, checkpoint_every: int = 100, device: str = "auto",
-                         seed: int = 0, grey_to_rgb: bool = True, resize: int | None = None, indices=None,
+def finetune_autoencoder(spec: str | Autoencoder, dataset, out: str | os.PathLike, *,
+                         steps: int = FINETUNE_DEFAULTS["steps"], batch_size: int = FINETUNE_DEFAULTS["batch_size"],
+                         lr: float = FINETUNE_DEFAULTS["lr"], kl_weight: float = FINETUNE_DEFAULTS["kl_weight"],
+                         loss: str = FINETUNE_DEFAULTS["loss"],
+                         perceptual_weight: float = FINETUNE_DEFAULTS["perceptual_weight"],
+                         checkpoint_every: int = FINETUNE_DEFAULTS["checkpoint_every"], device: str = "auto",
+                         seed: int = FINETUNE_DEFAULTS["seed"], grey_to_rgb: bool = True, resize: int | None = None, indices=None,
                          callback: Callable[[int, float], None] | None = None, crop: int | None = None) -> Path:
     """Fine-tune a trainable autoencoder (diffusers KL / FLUX.2 / tiny / MedVAE) on ``dataset`` (the paper's
     "MedVAE-FT" arm) with the same losses and checkpoints as :func:`train_autoencoder`.

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..defaults import AE_FINETUNE_DEFAULTS as FINETUNE_DEFAULTS
+from ..defaults import AE_TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from . import app
 
 _console = Console()
@@ -26,13 +28,13 @@ ResizeOpt = typer.Option(None, "--resize", help="Resize images to N x N first (N
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps.")
 CropOpt = typer.Option(None, "--crop", help="Train on random N x N crops (a multiple of the downsampling; "
                        "cheaper steps, whole images are still encoded).")
-SeedOpt = typer.Option(0, "--seed", help="Seeds initial weights, batch order and posterior noise.")
-KlOpt = typer.Option(1e-6, "--kl-weight", help="KL weight, SD convention (KL summed over latents vs. "
+SeedOpt = typer.Option(TRAIN_DEFAULTS["seed"], "--seed", help="Seeds initial weights, batch order and posterior noise.")
+KlOpt = typer.Option(TRAIN_DEFAULTS["kl_weight"], "--kl-weight", help="KL weight, SD convention (KL summed over latents vs. "
                      "reconstruction summed over pixels; SD uses 1e-6).")
-LossOpt = typer.Option("l1", "--loss", help="Reconstruction loss: l1 or mse.")
-PercOpt = typer.Option(0.1, "--perceptual-weight", help="LPIPS-VGG weight; used only when the lpips package and "
+LossOpt = typer.Option(TRAIN_DEFAULTS["loss"], "--loss", help="Reconstruction loss: l1 or mse.")
+PercOpt = typer.Option(TRAIN_DEFAULTS["perceptual_weight"], "--perceptual-weight", help="LPIPS-VGG weight; used only when the lpips package and "
                        "VGG16 weights are already on disk, otherwise a warning is recorded in training.json.")
-CkptOpt = typer.Option(200, "--checkpoint-every", help="Steps between checkpoints.")
+CkptOpt = typer.Option(TRAIN_DEFAULTS["checkpoint_every"], "--checkpoint-every", help="Steps between checkpoints.")
 
 
 @ae_app.command("list")
@@ -64,14 +66,14 @@ def info_cmd(spec: str = typer.Argument(..., help="Registry name, hub id (owner/
 def train_cmd(
     data: str = DataOpt,
     out: Path = OutOpt,
-    steps: int = typer.Option(600, "--steps", help="Optimisation steps."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak Adam learning rate (warm-up, then cosine decay)."),
-    width: int = typer.Option(8, "--width", help="Channels of the first stage (multiple of 8); later stages x2, x4."),
-    depth: int = typer.Option(1, "--depth", help="ResNet blocks per stage."),
-    latent_channels: int = typer.Option(4, "--latent-channels", help="Latent channels."),
-    downsample: int = typer.Option(4, "--downsample", help="Spatial downsampling factor (power of two)."),
-    attention: bool = typer.Option(False, "--attention/--no-attention", help="Self-attention in the mid blocks."),
+    steps: int = typer.Option(TRAIN_DEFAULTS["steps"], "--steps", help="Optimisation steps."),
+    batch_size: int = typer.Option(TRAIN_DEFAULTS["batch_size"], "--batch-size", help="Images per step."),
+    lr: float = typer.Option(TRAIN_DEFAULTS["lr"], "--lr", help="Peak Adam learning rate (warm-up, then cosine decay)."),
+    width: int = typer.Option(TRAIN_DEFAULTS["width"], "--width", help="Channels of the first stage (multiple of 8); later stages x2, x4."),
+    depth: int = typer.Option(TRAIN_DEFAULTS["depth"], "--depth", help="ResNet blocks per stage."),
+    latent_channels: int = typer.Option(TRAIN_DEFAULTS["latent_channels"], "--latent-channels", help="Latent channels."),
+    downsample: int = typer.Option(TRAIN_DEFAULTS["downsample"], "--downsample", help="Spatial downsampling factor (power of two)."),
+    attention: bool = typer.Option(TRAIN_DEFAULTS["attention"], "--attention/--no-attention", help="Self-attention in the mid blocks."),
     kl_weight: float = KlOpt,
     loss: str = LossOpt,
     perceptual_weight: float = PercOpt,
@@ -96,13 +98,13 @@ def finetune_cmd(
     spec: str = typer.Argument(..., help="Autoencoder to start from: registry name, hub id or local path."),
     data: str = DataOpt,
     out: Path = OutOpt,
-    steps: int = typer.Option(500, "--steps", help="Optimisation steps."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
-    lr: float = typer.Option(1e-5, "--lr", help="Peak Adam learning rate (warm-up, then cosine decay)."),
+    steps: int = typer.Option(FINETUNE_DEFAULTS["steps"], "--steps", help="Optimisation steps."),
+    batch_size: int = typer.Option(FINETUNE_DEFAULTS["batch_size"], "--batch-size", help="Images per step."),
+    lr: float = typer.Option(FINETUNE_DEFAULTS["lr"], "--lr", help="Peak Adam learning rate (warm-up, then cosine decay)."),
     kl_weight: float = KlOpt,
     loss: str = LossOpt,
     perceptual_weight: float = PercOpt,
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
+    checkpoint_every: int = typer.Option(FINETUNE_DEFAULTS["checkpoint_every"], "--checkpoint-every", help="Steps between checkpoints."),
     grey_to_rgb: bool = typer.Option(True, "--grey-to-rgb/--no-grey-to-rgb",
                                      help="Replicate grey images to RGB for RGB autoencoders."),
     resize: Optional[int] = ResizeOpt,

@@ -15,7 +15,7 @@ from ..storage import shared_data_dir
 from .base import ImageDataset, check_resize, to_float, to_uint8
 from .splits import Fold, Splits, load_or_make_splits, make_splits
 
-__all__ = ["ImageDataset", "open_dataset", "to_float", "to_uint8", "make_splits", "load_or_make_splits", "Splits",
+__all__ = ["ImageDataset", "open_dataset", "check_dataset_name", "to_float", "to_uint8", "make_splits", "load_or_make_splits", "Splits",
            "Fold", "SPEC_HELP"]
 
 SPEC_HELP = ("phantom[:n=..,size=..,feature=coarse|intensity|fine,classes=..,imbalance=..,channels=1|3,seed=..,"
@@ -34,6 +34,28 @@ def _split_options(spec: str) -> tuple[str, dict[str, str]]:
         key, _, val = item.partition("=")
         opts[key.strip()] = val.strip()
     return head, opts
+
+
+def check_dataset_name(spec: str) -> str:
+    """``spec`` if :func:`open_dataset` accepts its form, checked without opening or downloading anything
+    (study specs validate their dataset names with it); ValueError naming the accepted forms otherwise."""
+    from .npz import parse_medmnist_name
+
+    s = str(spec).strip()
+    if s == "phantom" or s.startswith("phantom:"):
+        return s
+    if Path(_split_options(s)[0]).expanduser().exists():
+        return s
+    if os.sep not in s and "." not in s:
+        if (shared_data_dir() / "datasets" / f"{s}.npz").is_file():
+            return s
+        try:
+            if parse_medmnist_name(s):
+                return s
+        except UserError as e:  # a MedMNIST name with a size that does not exist
+            raise ValueError(f"{e.problem} ({e.fix})") from None
+    raise ValueError(f"unknown dataset '{s}' (not phantom[:...], a MedMNIST 2-D name, a file in "
+                     f"{shared_data_dir() / 'datasets'}, or an existing path)")
 
 
 def open_dataset(spec: str | os.PathLike, resize: int | None = None) -> ImageDataset:

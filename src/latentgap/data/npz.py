@@ -119,7 +119,7 @@ def parse_medmnist_name(spec: str) -> tuple[str, int] | None:
     import medmnist  # heavy-ish import, only when a MedMNIST-looking name is used
 
     flag = m["flag"]
-    if flag not in medmnist.INFO:
+    if flag not in medmnist.INFO or flag.endswith("3d"):  # 2-D datasets only
         return None
     size = int(m["size"] or 28)
     if size not in MEDMNIST_SIZES:

@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 
-SPACES = ("image", "recon", "latent")
-Space = Literal["image", "recon", "latent"]
+SPACES = ("image", "recon", "latent")  # the one list of spaces (train configs and study specs import it)
+Space = Literal[SPACES]  # type: ignore[valid-type]
 PARTS = ("train", "val", "test")
 
 

@@ -16,34 +16,24 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_serializer, model_validator)
 
+from ..defaults import AE_TRAIN_DEFAULTS as _AE
 from ..errors import UserError
-from ..storage import shared_data_dir
 
-SPACES = ("image", "recon", "latent")
+from ..latents.spaces import SPACES  # noqa: E402  (the one list of spaces)
+
+Space = Literal[SPACES]  # type: ignore[valid-type]
 IMAGE_AE = "none"  # autoencoder value of image-space cells and rows (they need no autoencoder)
 VARIANTS = ("plain", "noise-conditioned", "distilled", "tuned")
-MEDMNIST_SIZES = (28, 64, 128, 224)
 
 
 # --------------------------------------------------------------------------- name checks
 
 def check_dataset_spec(spec: str) -> str:
-    """Accept the dataset forms of ``latentgap.data.open_dataset`` (docs/architecture.md): ``phantom[:k=v,...]``,
-    a MedMNIST name with optional ``_<size>``, a file in the shared data folder, or an existing path."""
-    s = spec.strip()
-    if s == "phantom" or s.startswith("phantom:"):
-        return s
-    if (shared_data_dir() / "datasets" / f"{s}.npz").is_file() or Path(s).expanduser().exists():
-        return s
-    base, _, size = s.rpartition("_")
-    if not (base and size.isdigit() and int(size) in MEDMNIST_SIZES):
-        base = s
-    from medmnist.info import INFO  # slow import (~3 s), only reached for non-phantom, non-file names
+    """The dataset forms of ``latentgap.data.open_dataset`` (docs/architecture.md), checked by the data module
+    itself without opening anything."""
+    from ..data import check_dataset_name
 
-    if base in INFO and not INFO[base]["n_channels"] == 0 and not base.endswith("3d"):
-        return s
-    raise ValueError(f"unknown dataset '{s}' (not phantom[:...], a MedMNIST 2-D name, a file in "
-                     f"{shared_data_dir() / 'datasets'}, or an existing path)")
+    return check_dataset_name(spec)
 
 
 def check_autoencoder_spec(spec: str) -> str:
@@ -137,20 +127,20 @@ class AETrainSettings(_Strict):
     """
 
     data: DatasetName | None = None
-    steps: int = Field(600, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    width: int = Field(8, ge=8, multiple_of=8)
-    depth: int = Field(1, ge=1)
-    latent_channels: int = Field(4, ge=1)
-    downsample: Literal[2, 4, 8, 16] = 4
-    attention: bool = False
-    kl_weight: float = Field(1e-6, ge=0)
-    loss: Literal["l1", "mse"] = "l1"
-    # LPIPS is used only where its VGG weights happen to be on disk: 0 keeps the AE identical on every machine
-    perceptual_weight: float = Field(0.0, ge=0)
-    seed: int = 0
-    checkpoint_every: int = Field(100, ge=1)
+    # defaults: latentgap.defaults.AE_TRAIN_DEFAULTS (the library and `latentgap ae train` share them)
+    steps: int = Field(_AE["steps"], ge=1)
+    batch_size: int = Field(_AE["batch_size"], ge=1)
+    lr: float = Field(_AE["lr"], gt=0)
+    width: int = Field(_AE["width"], ge=8, multiple_of=8)
+    depth: int = Field(_AE["depth"], ge=1)
+    latent_channels: int = Field(_AE["latent_channels"], ge=1)
+    downsample: Literal[2, 4, 8, 16] = _AE["downsample"]
+    attention: bool = _AE["attention"]
+    kl_weight: float = Field(_AE["kl_weight"], ge=0)
+    loss: Literal["l1", "mse"] = _AE["loss"]
+    perceptual_weight: float = Field(_AE["perceptual_weight"], ge=0)
+    seed: int = _AE["seed"]
+    checkpoint_every: int = Field(_AE["checkpoint_every"], ge=1)
     crop: int | None = Field(None, ge=2)  # train on random crops of this side (cheaper steps on large images)
 
 
@@ -189,7 +179,7 @@ class StudySpec(_Strict):
     description: str = ""
     datasets: list[DatasetName] = Field(min_length=1)
     autoencoders: list[AutoencoderEntry] = Field(default_factory=list)
-    spaces: list[Literal["image", "recon", "latent"]] = Field(default_factory=lambda: list(SPACES), min_length=1)
+    spaces: list[Space] = Field(default_factory=lambda: list(SPACES), min_length=1)
     # non-plain variants are latent-space classifiers (the paper's Table 4 ablation)
     variants: list[Literal["plain", "noise-conditioned", "distilled", "tuned"]] = Field(
         default_factory=lambda: ["plain"], min_length=1)
@@ -203,7 +193,7 @@ class StudySpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig fields shared by every cell
     # per-space overrides of ``train`` (e.g. a small ResNet for images, a ConvNeXt for latents)
-    space_train: dict[Literal["image", "recon", "latent"], dict[str, Any]] = Field(default_factory=dict)
+    space_train: dict[Space, dict[str, Any]] = Field(default_factory=dict)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     device: str = "auto"

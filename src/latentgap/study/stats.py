@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import UserError
-from .spec import IMAGE_AE  # autoencoder value of image-space rows (they need no autoencoder)
+from .spec import IMAGE_AE, SPACES  # autoencoder value of image-space rows (they need no autoencoder)
 
 KEYS = ["dataset", "autoencoder", "space", "variant", "fold", "seed"]
 # (name, space a, space b): the difference is a - b
@@ -476,7 +476,7 @@ def across_pairs_tests(rows: pd.DataFrame, metric: str = "bacc", comparisons=COM
     return df
 
 
-def space_means(rows: pd.DataFrame, metric: str = "bacc", spaces=("image", "recon", "latent"),
+def space_means(rows: pd.DataFrame, metric: str = "bacc", spaces=SPACES,
                 variant: str = "plain", confidence: float = 0.95) -> pd.DataFrame:
     """Mean ``metric`` per dataset x autoencoder x space over folds (seeds averaged within a fold) with a
     CI from the same corrected standard error as the tests: mean +- t_{J-1} sqrt((1/J + n_test/n_train) s^2).
@@ -506,7 +506,7 @@ def space_means(rows: pd.DataFrame, metric: str = "bacc", spaces=("image", "reco
     return pd.DataFrame(out, columns=cols)
 
 
-def convergence_table(rows: pd.DataFrame, spaces=("image", "recon", "latent"), variant: str = "plain") -> pd.DataFrame:
+def convergence_table(rows: pd.DataFrame, spaces=SPACES, variant: str = "plain") -> pd.DataFrame:
     """Per dataset x autoencoder: cells of the given spaces (image cells counted under every autoencoder),
     how many did not converge (``converged`` false), how many did not record it, and whether the
     autoencoder saw the test images (``ae_in_sample``).

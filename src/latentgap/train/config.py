@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
+from ..latents.spaces import SPACES
 from ..storage import stable_hash
 
-SPACES = ("image", "recon", "latent")
 LOSSES = ("ldam", "ce")
 # "shift" alone is for data whose classes are not mirror-symmetric (a flip turns a stripe at 60 deg into 120 deg)
 AUGMENTS = ("auto", "none", "shift", "flip", "flip2", "flip+shift", "flip2+shift")
