@@ -163,3 +163,22 @@ def test_sigkill_real_training_resumes_to_identical_rows(tmp_path):
         new = (killed / "runs" / h / "metrics.jsonl").read_text()
         assert new.startswith(log) and [json.loads(ln)["epoch"] for ln in new.splitlines()] == [0, 1, 2]
         assert np.array_equal(np.load(killed / "runs" / h / "test_probs.npy"), np.load(ref / "runs" / h / "test_probs.npy"))
+
+
+def test_labelled_autoencoder_entry_without_training(tmp_path, shared_data, one_thread):
+    """``{name: taef2, label: t2}``: rows and reports say t2, the prepare task loads taef2 (the real TAEF2
+    weights), and the latent cell opens the cache its prepare row recorded."""
+    spec = spec_from_dict({
+        "name": "label", "datasets": ["phantom:n=40,size=32,classes=2,imbalance=2,feature=intensity"],
+        "autoencoders": [{"name": "taef2", "label": "t2"}], "spaces": ["latent"], "k": 2, "folds": [0],
+        "train": {"epochs": 1, "batch_size": 16, "pretrained": "false", "precise_bn_batches": 0,
+                  "model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 16, 16]}},
+        "cache": {"dtype": "float32", "batch_size": 16}, "device": "cpu", "examples": 2})
+    s = run_study(spec, tmp_path, echo=lambda *_: None, live=False)
+    assert s.ok, s.failed
+    rows = [json.loads(f.read_text()) for f in (tmp_path / "rows").glob("*.json")]
+    pair = next(r for r in rows if r["kind"] == "fidelity")
+    cell = next(r for r in rows if r["kind"] == "result")
+    assert pair["autoencoder"] == "t2" and pair["ae_spec"] == "taef2" and not pair["ae_in_study"]
+    assert cell["autoencoder"] == "t2" and cell["autoencoder_sha256"]  # identity from the cache manifest
+    assert cell["run_dir"].startswith("runs/phantom") and "-t2-latent-plain-f0-s0-c" in cell["run_dir"]
