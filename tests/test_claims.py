@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from toy_tasks import toy_grid
 
-from latentgap.study import run_study, spec_from_dict
 from latentgap.study.claims import ClaimSettings, Claims
 
 TESTS = Path(__file__).resolve().parent

@@ -4,7 +4,7 @@ Images, latents and reconstructions of the same samples are classified on identi
 difference between latent-space and reconstruction-space classifiers is the *learnability gap*.
 """
 
-from .version import __version__
+from .version import __version__  # noqa: F401  (the public version)
 
 
 def __getattr__(name: str):

@@ -27,11 +27,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..version import __version__
 from ..device import resolve_device
 from ..errors import UserError
 from ..latents.fidelity import psnr as image_psnr
-from ..runs import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..runs import environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
 from ..storage import atomic_write_json, stable_hash
 from ..progress import console, progress_bar
 from .base import Autoencoder, adapt_images
@@ -227,7 +226,7 @@ def _fit(ae: Autoencoder, dataset, out: Path, *, settings: dict, steps: int, bat
     record = _finish(ae, dataset, pool, out, grey_to_rgb, rescale)
     record.update(settings=settings, settings_hash=shash, history=history, warnings=warn, perceptual=p_status,
                   train_seconds=round(time.perf_counter() - t0, 2), device=str(device),
-                  versions={"latentgap": __version__, "torch": torch.__version__, "diffusers": _diffusers_version()})
+                  environment=environment(device))
     if hasattr(dataset, "describe"):
         record["dataset"] = dataset.describe()
     atomic_write_json(out / "training.json", record)
@@ -268,12 +267,6 @@ def _finish(ae: Autoencoder, dataset, pool: np.ndarray, out: Path, grey_to_rgb: 
     ae.save_pretrained(tmp)
     os.replace(tmp, out / RUN_MODEL_DIR)
     return record
-
-
-def _diffusers_version() -> str:
-    import diffusers
-
-    return diffusers.__version__
 
 
 def _open(dataset, resize):

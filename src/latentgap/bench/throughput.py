@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import platform
 import statistics
 import time
 from contextlib import nullcontext
@@ -31,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..version import __version__
-from ..device import device_name, resolve_device, synchronize
+from ..device import resolve_device, synchronize
 from ..errors import UserError
 from .memory import measure_step_memory, module_state_tensors
 
@@ -279,14 +277,11 @@ def _seconds_per_step(step: Callable[[], object], iters: int, device: torch.devi
 
 
 def environment(device: torch.device) -> dict:
-    """Hardware and versions for every row (timm names its benchmark CSVs by device and precision)."""
-    import diffusers
-    import timm
+    """Hardware and versions for every row (timm names its benchmark CSVs by device and precision):
+    ``latentgap.runs.environment`` plus the core count and the date."""
+    from ..runs import environment as run_environment
 
-    return {"device": str(device), "device_name": device_name(device), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "diffusers": diffusers.__version__, "timm": timm.__version__,
-            "latentgap": __version__, "python": platform.python_version(), "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {**run_environment(device), "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def _spread(values: list[float]) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from ..version import __version__
 from ..errors import UserError
+from ..runs import environment
 from ..storage import atomic_write_json, read_json, stable_hash
 from ..progress import progress_bar
 from .fidelity import psnr, ssim
@@ -251,8 +251,8 @@ def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float1
         manifest = {**request, "status": "building", "n": n, "latent_shape": list(latent_shape),
                     "batch_size": batch_size, "chunk_size": chunk_size, "num_chunks": -(-n // chunk_size),
                     "ae_info": _jsonable(ae.info), "dataset": _jsonable(ds.describe()),
-                    "latentgap_version": __version__, "torch_version": torch.__version__,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
+                    "latentgap_version": __version__, "environment": environment(device),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "recon_note": "decoded from the full-precision latent, clamped to [0, 1], rounded to uint8"}
         atomic_write_json(part / "manifest.json", manifest)
 
