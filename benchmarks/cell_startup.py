@@ -17,7 +17,7 @@ What it does:
    come from ``--dry-run``. The prepare task runs first (untimed: the cache build is not measured), then
    one untimed warm-up cell run (creates splits.json, fills the page cache / .pyc files).
 3. ``--repeats`` rounds; in each round every tree in the order given (ABAB...): delete the cell's row,
-   failed file and run folder (the cache stays), then run
+   failed file, claim and run folder (the cache stays), then run
    ``latentgap study SPEC --out DIR --only <cell hash> --no-report`` in a fresh subprocess.
 
    The subprocess is this script's ``--_child`` mode: it installs timers around the autoencoder factory,
@@ -109,12 +109,20 @@ def _patch_module(module) -> None:
             setattr(module, attr, _timed(f"{module.__name__.rsplit('.', 1)[-1]}.{attr}", fn))
 
 
+# packages whose import time is measured: outermost exec_module of any of their modules (inclusive of
+# nested imports of the same package; a lazy sub-import triggered later is a new outermost call)
+_IMPORT_ROOTS = ("torch", "diffusers", "timm")
+_IMPORT_DEPTH = {r: 0 for r in _IMPORT_ROOTS}
+
+
 class _PostImportHook:
-    """A meta-path finder that lets the normal finders locate a watched module, then wraps the functions
-    of ``_WATCH`` right after the module body ran (before anyone can ``from module import fn``)."""
+    """A meta-path finder that lets the normal finders locate a module, then (a) wraps the functions of
+    ``_WATCH`` right after the module body ran (before anyone can ``from module import fn``) and (b) times
+    the import of ``_IMPORT_ROOTS`` packages. It never imports anything itself."""
 
     def find_spec(self, name, path, target=None):
-        if name not in _WATCH:
+        root = name.partition(".")[0]
+        if name not in _WATCH and root not in _IMPORT_DEPTH:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -130,7 +138,19 @@ class _PostImportHook:
         original = loader.exec_module
 
         def exec_module(module):
-            original(module)
+            timed = root in _IMPORT_DEPTH and _IMPORT_DEPTH[root] == 0
+            if root in _IMPORT_DEPTH:
+                _IMPORT_DEPTH[root] += 1
+            t0 = time.perf_counter()
+            try:
+                original(module)
+            finally:
+                if root in _IMPORT_DEPTH:
+                    _IMPORT_DEPTH[root] -= 1
+                if timed:
+                    st = _STATS.setdefault(f"import.{root}", {"count": 0, "seconds": 0.0, "calls": []})
+                    st["count"] += 1
+                    st["seconds"] += time.perf_counter() - t0
             _patch_module(module)
 
         loader.exec_module = exec_module
@@ -351,9 +371,24 @@ def dry_run_hashes(tree: Path, spec: Path, study: Path, log: Path) -> dict:
 
 
 def reset_cell(study: Path, cell: str) -> None:
-    for p in (study / "rows" / f"{cell}.json", study / "failed" / f"{cell}.json"):
+    """Make the cell run again: delete its row, failure record, claim and run folder (the cache stays).
+
+    The run folder is ``runs/<hash>/`` in the before code and ``runs/<readable name>-<hash>/`` after the
+    task-graph refactor (the row's ``run_dir``); both are removed. A run folder left behind would make
+    ``run_training`` return its finished result without training, so leftovers are an error."""
+    row = study / "rows" / f"{cell}.json"
+    folders = [study / "runs" / cell, *(study / "runs").glob(f"*-{cell}")]
+    if row.exists():
+        rd = json.loads(row.read_text()).get("run_dir")
+        if rd:
+            folders.append(study / rd)
+    for p in (row, study / "failed" / f"{cell}.json", study / "claims" / f"{cell}.json"):
         p.unlink(missing_ok=True)
-    shutil.rmtree(study / "runs" / cell, ignore_errors=True)
+    for f in folders:
+        shutil.rmtree(f, ignore_errors=True)
+    left = [str(p) for p in (study / "runs").glob(f"*{cell}*")]
+    if left:
+        sys.exit(f"error: could not reset cell {cell}: {left} still exist")
 
 
 def run_cell(t: dict, tag: str, work: Path, profile: bool = False) -> dict:
@@ -398,11 +433,15 @@ def run_cell(t: dict, tag: str, work: Path, profile: bool = False) -> dict:
         "from_pretrained_s": st("hub.from_pretrained", "seconds"),
         "weights_sha256_calls": st("base.weights_sha256", "count"),
         "weights_sha256_s": st("base.weights_sha256", "seconds"),
+        "import_torch_s": st("import.torch", "seconds"),
+        "import_diffusers_s": st("import.diffusers", "seconds"),
+        "import_timm_s": st("import.timm", "seconds"),
         "ae_calls": stats.get("factory.create_autoencoder", {}).get("calls", []),
         "hooks_installed": child.get("hooks_installed"),
         "diffusers_imported": child.get("diffusers_imported"),
         "torch_threads": child.get("torch_threads"),
         "latentgap_file": child.get("latentgap_file"),
+        "run_dir": row.get("run_dir", f"runs/{cell}"),
         "row": {k: row.get(k) for k in ("epochs", "n_train", "n_val", "n_test", "input_shape", "model",
                                         "seconds_per_epoch", "device_name", "autoencoder", "autoencoder_sha256")},
     })
@@ -412,24 +451,25 @@ def run_cell(t: dict, tag: str, work: Path, profile: bool = False) -> dict:
     return run
 
 
-# cumulative seconds of these (file suffix, function) in a cProfile run
+# cumulative seconds of these (label, file parts (any), function) in a cProfile run; both code layouts
 _PROFILE_STAGES = [
-    ("all imports (importlib _find_and_load, outermost calls)", "<frozen importlib._bootstrap>", "_find_and_load"),
-    ("latentgap.cli.main", "latentgap/cli/__init__.py", "main"),
-    ("study.runner.run_task (the task)", "latentgap/study/runner.py", "run_task"),
-    ("train.run.run_training", "latentgap/train/run.py", "run_training"),
-    ("train.run.open_inputs", "latentgap/train/run.py", "open_inputs"),
-    ("latents ensure_cache", "latentgap/latents/cache.py", "ensure_cache"),
-    ("latents open_cache", "latentgap/latents/cache.py", "open_cache"),
-    ("autoencoders create_autoencoder", "latentgap/autoencoders/factory.py", "create_autoencoder"),
-    ("autoencoders.hub from_pretrained", "latentgap/autoencoders/hub.py", "from_pretrained"),
-    ("autoencoders.base weights_sha256", "latentgap/autoencoders/base.py", "weights_sha256"),
-    ("data open_dataset", "latentgap/data/__init__.py", "open_dataset"),
-    ("data load_or_make_splits", "", "load_or_make_splits"),
-    ("train.loop fit", "latentgap/train/loop.py", "fit"),
-    ("train.loop evaluate", "latentgap/train/loop.py", "evaluate"),
-    ("models create_classifier", "", "create_classifier"),
-    ("study.spec load_spec", "latentgap/study/spec.py", "load_spec"),
+    ("all imports (importlib _find_and_load, outermost calls)", ("<frozen importlib._bootstrap>",), "_find_and_load"),
+    ("latentgap.cli.main", ("latentgap/cli/__init__.py",), "main"),
+    ("run_task (the task)", ("latentgap/study/runner.py", "latentgap/study/tasks.py"), "run_task"),
+    ("train.run.run_training", ("latentgap/train/run.py",), "run_training"),
+    ("open_inputs", ("latentgap/train/",), "open_inputs"),
+    ("latents ensure_cache", ("latentgap/latents/cache.py",), "ensure_cache"),
+    ("latents open_cache", ("latentgap/latents/cache.py",), "open_cache"),
+    ("autoencoders create_autoencoder", ("latentgap/autoencoders/factory.py",), "create_autoencoder"),
+    ("autoencoders.hub from_pretrained", ("latentgap/autoencoders/hub.py",), "from_pretrained"),
+    ("autoencoders.base weights_sha256", ("latentgap/autoencoders/base.py",), "weights_sha256"),
+    ("data open_dataset", ("latentgap/data/",), "open_dataset"),
+    ("data load_or_make_splits", ("latentgap/data/",), "load_or_make_splits"),
+    ("train.loop fit", ("latentgap/train/loop.py",), "fit"),
+    ("train.loop evaluate", ("latentgap/train/loop.py",), "evaluate"),
+    ("models create_classifier", ("latentgap/models/",), "create_classifier"),
+    ("study.spec check_train_fields (imports latentgap.train)", ("latentgap/study/spec.py",), "check_train_fields"),
+    ("runs.environment (row versions)", ("latentgap/runs.py",), "environment"),
 ]
 
 
@@ -438,8 +478,8 @@ def summarize_profile(path: Path) -> dict:
 
     stats = pstats.Stats(str(path)).stats  # (file, line, func) -> (cc, nc, tt, ct, callers)
     stages = {}
-    for label, file_part, func in _PROFILE_STAGES:
-        hits = [(k, v) for k, v in stats.items() if k[2] == func and file_part in k[0]]
+    for label, file_parts, func in _PROFILE_STAGES:
+        hits = [(k, v) for k, v in stats.items() if k[2] == func and any(fp in k[0] for fp in file_parts)]
         if hits:
             stages[label] = {"calls": sum(v[0] for _, v in hits),
                              "cumulative_s": round(max(v[3] for _, v in hits), 3)}
@@ -450,12 +490,14 @@ def summarize_profile(path: Path) -> dict:
 
 
 METRICS = ["wall_s", "task_s", "train_s", "task_minus_train_s", "wall_minus_task_s", "cli_import_s",
-           "ae_loads", "ae_load_s", "from_pretrained_s", "weights_sha256_s"]
+           "ae_loads", "ae_load_s", "from_pretrained_s", "weights_sha256_s", "import_torch_s", "import_diffusers_s",
+           "import_timm_s"]
 
 
 def medians(runs: list[dict]) -> dict:
     ok = [r for r in runs if "error" not in r]
-    out = {"n_ok": len(ok), "n_failed": len(runs) - len(ok)}
+    out = {"n_ok": len(ok), "n_failed": len(runs) - len(ok),
+           "diffusers_imported": sorted({str(r.get("diffusers_imported")) for r in ok}) or None}
     for m in METRICS:
         vals = [r[m] for r in ok if r.get(m) is not None]
         out[m] = round(statistics.median(vals), 3) if vals else None
@@ -467,7 +509,8 @@ def print_table(labels: list[str], med: dict, ratios: dict) -> None:
              "task_minus_train_s": "task - train (start-up + test)", "wall_minus_task_s": "wall - task (interp/imports)",
              "cli_import_s": "import latentgap.cli", "ae_loads": "AE loads in the cell (count)",
              "ae_load_s": "AE load seconds (create_autoencoder)", "from_pretrained_s": "  of which from_pretrained",
-             "weights_sha256_s": "  of which weights sha256"}
+             "weights_sha256_s": "  of which weights sha256", "import_torch_s": "import torch (whole process)",
+             "import_diffusers_s": "import diffusers (whole process)", "import_timm_s": "import timm (whole process)"}
     w0 = max(len(v) for v in names.values()) + 2
     head = f"{'median over runs':<{w0}}" + "".join(f"{lb:>14}" for lb in labels)
     if ratios:
@@ -475,19 +518,20 @@ def print_table(labels: list[str], med: dict, ratios: dict) -> None:
     print(head)
     print("-" * len(head))
     for m in METRICS:
-        line = f"{names[m]:<{w0}}" + "".join(f"{_fmt(med[lb][m]):>14}" for lb in labels)
+        line = f"{names[m]:<{w0}}" + "".join(f"{_fmt(med[lb][m], m == 'ae_loads'):>14}" for lb in labels)
         for lb in labels[1:]:
             r = ratios.get(lb, {}).get(m)
             line += f"{(f'{r:.2f}x' if r is not None else '-'):>28}"
         print(line)
+    print(f"{'diffusers imported at all':<{w0}}" + "".join(f"{','.join(med[lb]['diffusers_imported'] or ['-']):>14}" for lb in labels))
     print(f"{'runs ok / failed':<{w0}}" + "".join(f"{str(med[lb]['n_ok']) + ' / ' + str(med[lb]['n_failed']):>14}"
                                                   for lb in labels))
 
 
-def _fmt(v) -> str:
+def _fmt(v, count: bool = False) -> str:
     if v is None:
         return "-"
-    return f"{v:.0f}" if isinstance(v, int) else f"{v:.2f}"
+    return f"{v:g}" if count or isinstance(v, int) else f"{v:.2f}"
 
 
 def main() -> int:
@@ -529,9 +573,10 @@ def main() -> int:
     for t in trees:
         if not (t / "src" / "latentgap" / "__init__.py").is_file():
             sys.exit(f"error: {t} has no src/latentgap/")
-        lb = t.name
-        while lb in labels:
-            lb += "'"
+        lb, i = t.name, 1
+        while lb in labels:  # the same folder name twice: wt, wt-2, ...
+            i += 1
+            lb = f"{t.name}-{i}"
         labels.append(lb)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = args.work.resolve()

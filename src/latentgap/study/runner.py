@@ -186,7 +186,7 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
     failed: dict[str, str] = {}
     for wave in waves(tasks):
         tried: set[str] = set()
-        waiting_since: float | None = None
+        announced = False
         while True:
             todo, waiting = [], []
             for t in wave:
@@ -222,12 +222,12 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
                 continue
             if not waiting:
                 break
-            if waiting_since is None:
-                waiting_since = time.time()
+            if not announced:
+                announced = True
                 echo(f"waiting for {len(waiting)} task(s) held by another runner: "
                      f"{', '.join(t.hash for t in waiting[:3])}{' ...' if len(waiting) > 3 else ''}")
+            # the holder finishes (row), fails (failed file) or dies (stale claim: taken over in the next pass)
             time.sleep(min(ex.poll_seconds, claim_settings.heartbeat_seconds))
-            tried -= {t.hash for t in waiting if claims.holder(t.hash) is None}  # released or stale: look again
     summary.elsewhere = sum(row_path(study_dir, t.hash).exists() for t in tasks) - summary.done_before - summary.ran
     summary.seconds = time.time() - t0
     return summary
