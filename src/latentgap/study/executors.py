@@ -102,7 +102,7 @@ class LocalExecutor:
                     view.update(running=1)
                     t0 = time.time()
                     try:
-                        results[t.hash] = _status(run_task(self.study_dir, t, task_kind(t.kind).fn, self.claims))
+                        results[t.hash] = _status(run_task(self.study_dir, t, task_kind(t.kind), self.claims))
                     except Exception as e:
                         results[t.hash] = one_line(e, 300)
                     view.finished(t, time.time() - t0, results[t.hash])
@@ -113,7 +113,7 @@ class LocalExecutor:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_limit_threads,
                                      initargs=(threads,)) as pool:
-                futs = {pool.submit(run_task, self.study_dir, t, task_kind(t.kind).fn, self.claims): (t, time.time())
+                futs = {pool.submit(run_task, self.study_dir, t, task_kind(t.kind), self.claims): (t, time.time())
                         for t in tasks}
                 pending = set(futs)
                 while pending:
@@ -178,7 +178,7 @@ class SlurmExecutor:
                             "run on a Slurm login node, or use --executor local")
         ex = self._executor()
         n = len(tasks)
-        jobs = ex.map_array(run_task, [str(self.study_dir)] * n, tasks, [task_kind(t.kind).fn for t in tasks],
+        jobs = ex.map_array(run_task, [str(self.study_dir)] * n, tasks, [task_kind(t.kind) for t in tasks],
                             [self.claims] * n)
         self.echo(f"submitted {n} tasks as Slurm array {jobs[0].job_id.split('_')[0]} "
                   f"(logs in {Path(jobs[0].paths.folder)})")

@@ -95,14 +95,15 @@ def failed_path(study_dir: Path, task_hash: str) -> Path:
     return Path(study_dir) / "failed" / f"{task_hash}.json"
 
 
-def run_task(study_dir: str | Path, task: Task, fn: Callable | None = None,
+def run_task(study_dir: str | Path, task: Task, kind: TaskKind | None = None,
              claims: ClaimSettings | None = None) -> dict | str:
     """Run one task unless its row exists or another runner holds it; write the row atomically; record a
     failure and re-raise.
 
     Module-level and picklable: the same function runs in-process, in a worker process and as a Slurm array
-    task (submitit). ``fn`` is the kind's function, resolved by the submitting process (so a kind registered by
-    a plugin or a test need not be registered in the worker); None looks it up here.
+    task (submitit). ``kind`` is the task's :class:`TaskKind`, resolved by the submitting process and shipped
+    with the task (so a kind registered by a plugin or a test need not be registered in the worker); None
+    looks it up here.
 
     Returns the row it wrote, :data:`CLAIMED` when another live runner holds the task, or
     :data:`DONE_ELSEWHERE` when its row exists already.
@@ -111,8 +112,7 @@ def run_task(study_dir: str | Path, task: Task, fn: Callable | None = None,
     out = row_path(study_dir, task.hash)
     if out.exists():
         return DONE_ELSEWHERE
-    kind = task_kind(task.kind)
-    fn = fn or kind.fn
+    kind = kind or task_kind(task.kind)
     with Claims(study_dir, claims or ClaimSettings()).held(task.hash) as mine:
         if not mine:
             return CLAIMED
@@ -121,7 +121,7 @@ def run_task(study_dir: str | Path, task: Task, fn: Callable | None = None,
         t0 = time.time()
         try:
             inputs = Inputs({role: read_json(row_path(study_dir, h)) for role, h in task.needs.items()}, study_dir)
-            row = fn(task.config, study_dir / task.run_dir, inputs)
+            row = kind.fn(task.config, study_dir / task.run_dir, inputs)
             row.update(kind=kind.row_kind, **task.identity)
             row.update(task_hash=task.hash, task_kind=task.kind, run_dir=task.run_dir,
                        task_seconds=round(time.time() - t0, 3))
