@@ -54,16 +54,19 @@ def test_tiny_real_study_report_renders(tmp_path):
     assert s.ok, s.failed
     rows = _rows(tmp_path)
     kinds = [r["kind"] for r in rows.values()]
-    assert kinds.count("autoencoder") == 1 and kinds.count("fidelity") == 1 and kinds.count("result") == 4 * 2
-    ae_row = next(r for r in rows.values() if r["kind"] == "autoencoder")
-    assert ae_row["steps"] == 6 and (tmp_path / ae_row["weights_dir"] / "model" / "config.json").is_file()
+    # the default `train.data: fold`: one autoencoder and one cache per fold (k = 2)
+    assert kinds.count("autoencoder") == 2 and kinds.count("fidelity") == 2 and kinds.count("result") == 4 * 2
+    for ae_row in (r for r in rows.values() if r["kind"] == "autoencoder"):
+        assert ae_row["steps"] == 6 and (tmp_path / ae_row["weights_dir"] / "model" / "config.json").is_file()
     res = [r for r in rows.values() if r["kind"] == "result"]
-    # every recon/latent cell and the cache read the autoencoder the study trained, not a random one
-    trained_sha = {r["autoencoder_sha256"] for r in res if r["space"] != "image"}
-    assert len(trained_sha) == 1 and all(r["autoencoder"] == "kl-builtin" for r in res if r["space"] != "image")
-    caches = list((tmp_path / "caches").iterdir())
-    assert len(caches) == 1 and json.loads((caches[0] / "manifest.json").read_text())["autoencoder"][
-        "weights_sha256"] == trained_sha.pop()
+    # every recon/latent cell and the cache read the autoencoder the study trained for its fold, not a random one
+    trained_sha = {r["fold"]: r["autoencoder_sha256"] for r in res if r["space"] != "image"}
+    assert len(set(trained_sha.values())) == 2 and all(r["autoencoder"] == "kl-builtin" for r in res
+                                                       if r["space"] != "image")
+    assert not any(r["ae_in_sample"] for r in res if r["space"] != "image")
+    caches = {json.loads((c / "manifest.json").read_text())["autoencoder"]["weights_sha256"]
+              for c in (tmp_path / "caches").iterdir()}
+    assert caches == set(trained_sha.values())
     assert {(r["space"], r["variant"]) for r in res} == {("image", "plain"), ("recon", "plain"),
                                                         ("latent", "plain"), ("latent", "distilled")}
     # distilled cells were taught by the study's recon cells: logits cached there, no extra teacher trained
@@ -71,7 +74,7 @@ def test_tiny_real_study_report_renders(tmp_path):
     for r in res:
         if r["variant"] == "distilled":
             recon = next(t for t in res if t["space"] == "recon" and t["fold"] == r["fold"])
-            assert (tmp_path / "runs" / recon["task_hash"] / f"logits-fold{r['fold']}-train.npy").is_file()
+            assert (tmp_path / recon["run_dir"] / f"logits-fold{r['fold']}-train.npy").is_file()
     assert all(0 <= r["bacc"] <= 1 and r["epochs"] == 2 for r in res)
 
     paths = build_report(tmp_path)
@@ -134,26 +137,29 @@ def test_sigkill_real_training_resumes_to_identical_rows(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), str(killed)], stdout=subprocess.DEVNULL)
     # kill while a classifier is mid-training: the autoencoder, the cache and two cells are done and the
     # third cell has written at least one epoch checkpoint
+    # (run folders are runs/<dataset>-<ae>-<space>-<variant>-f<k>-s<seed>-<hash>)
     deadline = time.time() + 600
     while time.time() < deadline:
         done = {f.stem for f in (killed / "rows").glob("*.json")}
-        running = [p.parent.name for p in (killed / "runs").glob("*/checkpoint.json") if p.parent.name not in done]
-        if len(done) >= 4 and running:
+        running = [p.parent.name for p in (killed / "runs").glob("*/checkpoint.safetensors")
+                   if p.parent.name.rsplit("-", 1)[1] not in done]
+        if len(done) >= 6 and running:  # 2 autoencoders, 2 caches, image cells done; a recon/latent cell running
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_at_kill = {f.stem for f in (killed / "rows").glob("*.json")}
-    assert 4 <= len(done_at_kill) < 8, "the study must be killed midway"
+    assert 6 <= len(done_at_kill) < 10, "the study must be killed midway"
     running_log = {h: (killed / "runs" / h / "metrics.jsonl").read_text()
                    for h in running if (killed / "runs" / h / "metrics.jsonl").exists()}
     assert running_log, "a cell was mid-training"
     before = _mtimes(killed)
-    finished_runs = {k: v for k, v in before.items() if k.split("/")[1] in done_at_kill or k.startswith("autoencoders")}
+    finished_runs = {k: v for k, v in before.items()
+                     if k.split("/")[1].rsplit("-", 1)[1] in done_at_kill or k.startswith("autoencoders")}
     subprocess.run([sys.executable, str(script), str(killed)], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, str(script), str(ref)], check=True, stdout=subprocess.DEVNULL)
     rows_killed, rows_ref = _rows(killed), _rows(ref)
-    assert len(rows_ref) == 1 + 1 + 3 * 2 and rows_killed == rows_ref
+    assert len(rows_ref) == 2 + 2 + 3 * 2 and rows_killed == rows_ref
     after = _mtimes(killed)
     for k, v in finished_runs.items():  # a finished cell or autoencoder was never trained (written) again
         assert after[k] == v, f"{k} was rewritten after the resume"

@@ -64,8 +64,9 @@ def test_presets_load_and_expand():
     assert demo.autoencoders[0].train is not None and demo.autoencoders[0].key == "kl-builtin"
     shared = load_preset("shared-data")
     prep, cells = expand_grid(shared)
-    # kl-builtin is trained on each dataset's own images: 3 trainings + 6 caches
-    assert sum(t.kind == "train-autoencoder" for t in prep) == 3 and sum(t.kind == "prepare" for t in prep) == 6
+    # kl-builtin is trained per fold on that fold's training part of each dataset (the default `data: fold`):
+    # 3 x 5 trainings; caches: 3 for taef2 + 15 for the per-fold kl-builtin
+    assert sum(t.kind == "train-autoencoder" for t in prep) == 15 and sum(t.kind == "prepare" for t in prep) == 18
     assert len(cells) == 3 * (1 + 2 * 2) * 5 + 2 * 5  # + noise-conditioned and distilled on ISIC x TAEF2
     assert {"taef2", "kl-builtin"} <= {e.key for e in shared.autoencoders}
     with pytest.raises(UserError, match="unknown preset 'nope'"):
@@ -149,17 +150,29 @@ def test_trained_autoencoder_tasks_and_dependencies():
                         "autoencoders": ["taef2", trained], "variants": ["plain", "distilled"]})
     prep, cells = expand_grid(s)
     ae_tasks = [t for t in prep if t.kind == "train-autoencoder"]
-    assert len(ae_tasks) == 2 and {t.config["data"] for t in ae_tasks} == set(s.datasets)  # one per dataset
+    # the default `data: fold`: one autoencoder per dataset x fold, on that fold's training part
+    assert len(ae_tasks) == 2 * 3 and {t.config["data"] for t in ae_tasks} == set(s.datasets)
+    assert sorted((t.config["data"], t.config["fold"]["fold"]) for t in ae_tasks) == \
+        sorted((d, f) for d in s.datasets for f in range(3))
+    by_hash = {t.hash: t for t in prep + cells}
     for p in prep:
         if p.kind == "prepare":
             assert ("autoencoder" not in p.needs) == (p.config["autoencoder"] == "taef2")
             assert all(n in {t.hash for t in ae_tasks} for n in p.needs.values())
+    for c in cells:  # a kl-builtin cell reads the cache of its own fold's autoencoder
+        if c.config["autoencoder"] == "kl-builtin":
+            pair = by_hash[c.needs["pair"]]
+            assert by_hash[pair.needs["autoencoder"]].config["fold"]["fold"] == c.config["fold"]
+    # `data: all` (the former default `null`): one autoencoder per dataset on every image, same hashes as null
+    every = [{"name": "kl-builtin", "train": {"steps": 5, "data": d}} for d in ("all", None)]
+    grids = [expand_grid(spec_from_dict({**BASE, "autoencoders": [e]})) for e in every]
+    assert [t.hash for t in grids[0][0] + grids[0][1]] == [t.hash for t in grids[1][0] + grids[1][1]]
+    assert sum(t.kind == "train-autoencoder" for t in grids[0][0]) == 1
     # a shared training set gives one autoencoder for every dataset
     shared = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
                              "autoencoders": [{"name": "kl-builtin", "train": {"steps": 5, "data": "phantom:n=40,size=16,seed=1"}}]})
     assert sum(t.kind == "train-autoencoder" for t in expand_grid(shared)[0]) == 1
     # distilled cells are taught by the recon cell of their fold and seed, and run after it
-    by_hash = {t.hash: t for t in prep + cells}
     dist = [t for t in cells if t.config["variant"] == "distilled"]
     assert len(dist) == 2 * 2 * 3
     for t in dist:
@@ -189,4 +202,4 @@ def test_untrained_builtin_autoencoder_is_refused_for_real_studies(tmp_path):
     with pytest.raises(UserError, match=r"autoencoders\[0\]: 'kl-builtin' without train settings"):
         run_study(spec_from_dict(BASE), tmp_path, dry_run=True)
     trained = spec_from_dict({**BASE, "autoencoders": [{"name": "kl-builtin", "train": {"steps": 5}}]})
-    assert "1 autoencoder trainings, 1 cache/fidelity tasks, 9 cells" in run_study(trained, tmp_path, dry_run=True)
+    assert "3 autoencoder trainings, 3 cache/fidelity tasks, 9 cells" in run_study(trained, tmp_path, dry_run=True)

@@ -60,11 +60,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
     return s.reshape(b, c, -1).mean(2).mean(1)  # (B,)
 
 
-def summarize_fidelity(cache, ds, split: str = "test") -> dict:
+def summarize_fidelity(cache, ds, split: str = "test", indices=None) -> dict:
     """Mean ± std of per-image PSNR/SSIM of one cache over a split of its dataset.
 
     Args:
-        split: "train", "val" or "test" (the dataset's own split; needs ``ds.official_split``) or "all".
+        split: "train", "val" or "test" (the dataset's own split; needs ``ds.official_split``) or "all";
+            with ``indices``, only the name recorded for that selection (e.g. "fold 2 test").
+        indices: dataset indices to summarise instead of a named split.
     Returns:
         a result row: dataset, autoencoder, split, n, psnr_mean, psnr_std, ssim_mean, ssim_std.
     """
@@ -73,7 +75,9 @@ def summarize_fidelity(cache, ds, split: str = "test") -> dict:
     from ..errors import UserError
 
     fid = cache.fidelity()
-    if split == "all":
+    if indices is not None:
+        sel = np.asarray(indices, dtype=np.int64)
+    elif split == "all":
         sel = np.arange(len(ds))
     else:
         if ds.official_split is None:

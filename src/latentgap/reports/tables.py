@@ -134,6 +134,9 @@ def fidelity_display(rows: pd.DataFrame) -> pd.DataFrame:
         "PSNR (dB)": [pm(m, s, 2) for m, s in zip(f["psnr_mean"], f["psnr_std"])],
         "SSIM": [pm(m, s, 3) for m, s in zip(f["ssim_mean"], f["ssim_std"])],
         "images": f["n_images"].map(lambda v: "–" if pd.isna(v) else str(int(v))) if "n_images" in f else "–",
+        # which images: a per-fold autoencoder is scored on the test parts it never saw
+        "over": [f"{sp} (in-sample)" if ins else sp for sp, ins in zip(f.get("split", ["all"] * len(f)),
+                                                                       f.get("in_sample", [False] * len(f)))],
     })
 
 

@@ -28,15 +28,29 @@ def train_autoencoder_task(cfg: dict[str, Any], out_dir: Path, inputs: Inputs) -
     from ..data import open_dataset
     from ..storage import read_json
 
+    indices = None
     if not (out_dir / "model").is_dir():  # a killed training resumes; a finished one is never redone
         ds = open_dataset(cfg["data"], resize=cfg["resize"])
+        if cfg.get("fold"):  # one autoencoder per fold: that fold's training part only (never val / test)
+            indices = _fold_part(ds, cfg["fold"], inputs.root, "train")
         t = {k: v for k, v in cfg["train"].items() if k != "data"}
-        train_autoencoder(ds, out_dir, device=cfg["device"], **t)
+        train_autoencoder(ds, out_dir, device=cfg["device"], indices=indices, **t)
     rec = read_json(out_dir / "training.json")
     return {"steps": rec["settings"]["steps"], "ae_train_seconds": rec["train_seconds"],
             "train_sample_psnr_db": rec["train_sample_psnr_db"], "scaling_factor": rec.get("scaling_factor"),
             "n_train_images": rec.get("dataset", {}).get("n"), "final_loss": rec["history"][-1][1],
             "weights_dir": str(out_dir.relative_to(inputs.root)), "settings": cfg["train"]}
+
+
+def _fold_part(ds, fold_cfg: dict[str, Any], root: Path, part: str) -> np.ndarray:
+    """Indices of ``part`` of a fold of the study's own splits (the file every cell of the dataset uses)."""
+    from ..data import load_or_make_splits
+    from ..workspace import splits_path
+
+    k, seed = fold_cfg["k"], fold_cfg["split_seed"]
+    splits = load_or_make_splits(splits_path(root, ds, "kfold", k, seed), ds, protocol="kfold", k=k, seed=seed,
+                                 val_fraction=fold_cfg["val_fraction"])
+    return np.asarray(getattr(splits.folds[fold_cfg["fold"]], part), dtype=np.int64)
 
 
 def _ae_spec(cfg: dict[str, Any], inputs: Inputs) -> str:
@@ -60,7 +74,14 @@ def prepare_pair(cfg: dict[str, Any], out_dir: Path, inputs: Inputs) -> dict[str
     ae_spec = _ae_spec(cfg, inputs)
     cache = ensure_cache(ds, ae_spec, inputs.root, resize=side, grey_to_rgb=c["grey_to_rgb"],
                          dtype=c["dtype"], batch_size=c["batch_size"], device=cfg["device"], progress=False)
-    row = summarize_fidelity(cache, ds, split="all")
+    fold = (cfg.get("ae_train") or {}).get("fold")
+    if fold:  # a per-fold autoencoder: fidelity on the images it never saw, the fold's test part
+        row = summarize_fidelity(cache, ds, split=f"fold {fold['fold']} test",
+                                 indices=_fold_part(ds, fold, inputs.root, "test"))
+    else:
+        row = summarize_fidelity(cache, ds, split="all")
+    row["ae_in_sample"] = bool(cfg.get("ae_in_sample"))  # trained on every image, test images included
+    row["ae_fold"] = cfg.get("fold")
     idx = example_indices(np.asarray(ds.labels), cfg["examples"])
     if len(idx):
         save_examples(out_dir / "examples.npz", ds.load_uint8(idx), np.asarray(cache.recon[idx]),
@@ -103,7 +124,10 @@ def train_cell(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
     ds = open_dataset(tcfg.dataset, resize=tcfg.resize)
     cache = open_cache(inputs.path(pair["cache_dir"])) if pair is not None else None
     ready = TrainInputs(ds, open_splits(tcfg, ds, inputs.root), cache, inputs.root)
-    return dict(run_training(tcfg, run_dir, ready))
+    row = dict(run_training(tcfg, run_dir, ready))
+    if pair is not None:
+        row["ae_in_sample"] = bool(pair.get("ae_in_sample", False))
+    return row
 
 
 def example_indices(labels: np.ndarray, n: int) -> np.ndarray:

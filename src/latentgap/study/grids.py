@@ -32,23 +32,39 @@ def grid_builder(grid: str | Callable[[StudySpec], list[Task]]) -> Callable[[Stu
     return GRIDS.get(grid) if isinstance(grid, str) else grid
 
 
-def _ae_train_key(spec: StudySpec, ae: AutoencoderEntry, dataset: str) -> dict[str, Any] | None:
-    """What defines a study-trained autoencoder (None for a ready-made one). Training on the study dataset
-    gives one AE per dataset; training on ``train.data`` gives one AE shared by every dataset."""
+def ae_training_mode(ae: AutoencoderEntry) -> str | None:
+    """None (ready-made), "fold" (one AE per fold on its training part), "all" (one per dataset, every image)
+    or "other" (one AE on ``train.data``, shared by every dataset)."""
     if ae.train is None:
+        return None
+    data = ae.train.data
+    return "all" if data in (None, "all") else "fold" if data == "fold" else "other"
+
+
+def _ae_train_key(spec: StudySpec, ae: AutoencoderEntry, dataset: str, fold: int | None) -> dict[str, Any] | None:
+    """What defines a study-trained autoencoder (None for a ready-made one); see :func:`ae_training_mode`."""
+    mode = ae_training_mode(ae)
+    if mode is None:
         return None
     settings = ae.train.model_dump(mode="json")
     settings.pop("checkpoint_every")  # how often to save does not change the weights
-    return {"autoencoder": ae.name, "label": ae.key, "train": settings,
-            "data": ae.train.data or dataset,
-            "resize": resize_for(spec.cache.model_dump(mode="json"), ae.train.data or dataset)}
+    if mode == "all":
+        settings["data"] = None  # `all` is the former default `null`: same autoencoder, same hash
+    data = ae.train.data if mode == "other" else dataset
+    key = {"autoencoder": ae.name, "label": ae.key, "train": settings, "data": data,
+           "resize": resize_for(spec.cache.model_dump(mode="json"), data)}
+    if mode == "fold":  # the fold's training part of the study's own splits
+        key["fold"] = {"fold": fold, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction}
+    return key
 
 
-def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry) -> dict[str, Any]:
+def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry, fold: int | None) -> dict[str, Any]:
     key = {"dataset": dataset, "autoencoder": ae.key, "cache": spec.cache.model_dump(mode="json")}
     if ae.key != ae.name or ae.train is not None:
         key["ae"] = ae.model_dump(mode="json")
-    if (tk := _ae_train_key(spec, ae, dataset)) is not None:
+        if ae_training_mode(ae) == "all":
+            key["ae"]["train"]["data"] = None  # `all` is the former default `null`
+    if (tk := _ae_train_key(spec, ae, dataset, fold)) is not None:
         key["ae_train"] = tk
     return key
 
@@ -64,24 +80,31 @@ def classification_grid(spec: StudySpec) -> list[Task]:
     ae_tasks: dict[str, Task] = {}
     prepares, cells_ = [], []
     uses_ae = [s for s in spec.spaces if s != "image"] or any(v != "plain" for v in spec.variants)
-    pair_of: dict[tuple[str, str], Task] = {}
+    pair_of: dict[tuple[str, str, int | None], Task] = {}  # (dataset, ae, fold or None) -> its prepare task
     for ds in spec.datasets:
         for ae in spec.autoencoders if uses_ae else []:
-            needs = {}
-            if (tk := _ae_train_key(spec, ae, ds)) is not None:
-                h = "a" + stable_hash(tk)
-                ae_tasks.setdefault(h, Task(
-                    "train-autoencoder", h, {**tk, "device": spec.device}, {},
-                    f"autoencoders/{ae.key}-{h[1:]}", {"autoencoder": ae.key, "data": tk["data"]},
-                    f"train autoencoder {ae.key} on {tk['data']}"))
-                needs = {"autoencoder": h}
-            key = _pair_key(spec, ds, ae)
-            h = "p" + stable_hash(key)
-            t = Task("prepare", h, {**key, "ae_name": ae.name, "examples": spec.examples, "device": spec.device},
-                     needs, f"pairs/{run_name(ds, ae.key, hash=h)}", {"dataset": ds, "autoencoder": ae.key},
-                     f"prepare {ds} x {ae.key}")
-            prepares.append(t)
-            pair_of[(ds, ae.key)] = t
+            per_fold = ae_training_mode(ae) == "fold"
+            for fold in spec.fold_ids if per_fold else [None]:
+                needs, where = {}, "" if fold is None else f"-f{fold}"
+                if (tk := _ae_train_key(spec, ae, ds, fold)) is not None:
+                    h = "a" + stable_hash(tk)
+                    on = f"{tk['data']}" + ("" if fold is None else f" fold {fold} training part")
+                    ae_tasks.setdefault(h, Task(
+                        "train-autoencoder", h, {**tk, "device": spec.device}, {},
+                        f"autoencoders/{ae.key}{where}-{h[1:]}", {"autoencoder": ae.key, "data": tk["data"]},
+                        f"train autoencoder {ae.key} on {on}"))
+                    needs = {"autoencoder": h}
+                key = _pair_key(spec, ds, ae, fold)
+                h = "p" + stable_hash(key)
+                cfg = {**key, "ae_name": ae.name, "device": spec.device, "fold": fold,
+                       "ae_in_sample": ae_training_mode(ae) == "all",
+                       # report examples once per pair (the first fold's autoencoder when there is one per fold)
+                       "examples": spec.examples if fold in (None, spec.fold_ids[0]) else 0}
+                t = Task("prepare", h, cfg, needs, f"pairs/{run_name(ds, ae.key, None if fold is None else f'f{fold}', hash=h)}",
+                         {"dataset": ds, "autoencoder": ae.key}, f"prepare {ds} x {ae.key}"
+                         + ("" if fold is None else f" (fold {fold})"))
+                prepares.append(t)
+                pair_of[(ds, ae.key, fold)] = t
     combos = []
     for ds in spec.datasets:
         if "image" in spec.spaces:
@@ -101,7 +124,9 @@ def classification_grid(spec: StudySpec) -> list[Task]:
                 key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold,
                        "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
                        "train": {**spec.train, **spec.space_train.get(space, {})}}
-                pair = pair_of.get((ds, name)) if space != "image" else None
+                pair = None
+                if space != "image":
+                    pair = pair_of.get((ds, name, fold)) or pair_of.get((ds, name, None))
                 needs = {"pair": pair.hash} if pair else {}
                 if space != "image":
                     key["cache"] = spec.cache.model_dump(mode="json")

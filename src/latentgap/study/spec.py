@@ -120,13 +120,20 @@ class AETrainSettings(_Strict):
     """Training of the built-in autoencoder before the study encodes with it
     (``latentgap.autoencoders.train_autoencoder``: unsupervised, reconstruction + KL; labels are never read).
 
-    ``data`` names the images it trains on: ``None`` = every image of the study dataset it is paired
-    with (one autoencoder per dataset, fitted transductively like a domain-adapted AE), or another dataset
-    spec (e.g. a phantom with another ``seed``: disjoint images from the same distribution; one autoencoder
-    shared by every study dataset). Images must have the study dataset's size and channels.
+    ``data`` names the images it trains on:
+
+    * ``fold`` (default): one autoencoder per fold, trained on that fold's *training part* only — it never sees
+      the fold's validation or test images (no leak into the fidelity numbers or the classifiers' test parts);
+    * ``all``: one autoencoder per dataset on every image of it, test images included (transductive, like a
+      domain-adapted AE); rows are marked ``ae_in_sample`` and the report says "in-sample";
+    * another dataset spec (e.g. a phantom with another ``seed``: disjoint images from the same
+      distribution): one autoencoder shared by every study dataset. Images must have the study dataset's
+      size and channels.
+
+    ``null`` (the former default) means ``all``.
     """
 
-    data: DatasetName | None = None
+    data: Literal["fold", "all"] | DatasetName | None = "fold"
     # defaults: latentgap.defaults.AE_TRAIN_DEFAULTS (the library and `latentgap ae train` share them)
     steps: int = Field(_AE["steps"], ge=1)
     batch_size: int = Field(_AE["batch_size"], ge=1)

@@ -541,14 +541,36 @@ def gap_table(rows: pd.DataFrame, metric: str = "bacc") -> pd.DataFrame:
 
 
 def fidelity_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """PSNR / SSIM mean and std per dataset x autoencoder from fidelity rows (one per pair)."""
-    cols = ["dataset", "autoencoder", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "n_images"]
+    """PSNR / SSIM mean and std per dataset x autoencoder from fidelity rows.
+
+    A pair has one fidelity row, or one per fold when the study trained an autoencoder per fold (each over its
+    fold's test part); those are pooled exactly — the test parts partition the dataset — into the mean and
+    sample std over all their images (``split`` says which images, ``in_sample`` marks autoencoders that saw
+    every image).
+    """
+    cols = ["dataset", "autoencoder", "split", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "n_images",
+            "in_sample"]
     if "kind" not in rows:
         return pd.DataFrame(columns=cols)
     fid = rows[rows["kind"] == "fidelity"]
     if "n_images" not in fid and "n" in fid:
         fid = fid.rename(columns={"n": "n_images"})
-    return fid[[c for c in cols if c in fid]].sort_values(["dataset", "autoencoder"]).reset_index(drop=True)
+    out = []
+    for (ds, ae), g in fid.groupby(["dataset", "autoencoder"], sort=True):
+        n = g["n_images"].to_numpy(float) if "n_images" in g else np.ones(len(g))
+        rec = {"dataset": ds, "autoencoder": ae, "n_images": int(n.sum()),
+               "split": g["split"].iloc[0] if len(g) == 1 and "split" in g else f"test parts of {len(g)} folds",
+               "in_sample": bool(g["ae_in_sample"].fillna(False).any()) if "ae_in_sample" in g else False}
+        for m in ("psnr", "ssim"):
+            if f"{m}_mean" not in g:
+                continue
+            mu, sd = g[f"{m}_mean"].to_numpy(float), g.get(f"{m}_std", pd.Series(0.0, index=g.index)).to_numpy(float)
+            total = (n * mu).sum() / n.sum()
+            ss = ((n - 1) * np.nan_to_num(sd) ** 2).sum() + (n * (mu - total) ** 2).sum()
+            rec[f"{m}_mean"] = float(total)
+            rec[f"{m}_std"] = float(np.sqrt(ss / (n.sum() - 1))) if n.sum() > 1 else 0.0
+        out.append(rec)
+    return pd.DataFrame(out, columns=[c for c in cols if any(c in r for r in out)] or cols)
 
 
 def summary_table(rows: pd.DataFrame, metrics=("bacc", "auc", "mcc")) -> pd.DataFrame:
