@@ -1,9 +1,11 @@
-"""latentgap bench: memory accounting against hand-computed byte counts, the side-by-side measurement on a
+"""latentgap bench: memory accounting against hand-computed byte counts, FLOPs against hand-computed counts,
+samples/s and ratios against steps of known duration and known allocations, the side-by-side measurement on a
 tiny configuration, and the CLI (table, files, refusal to overwrite, bad input)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -12,7 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from latentgap.bench import (BenchConfig, cpu_step_peak_bytes, measure_step_memory, module_state_tensors,
                              peak_from_events, run_bench, sd_vae_config, tensor_bytes)
-from latentgap.bench.throughput import build_decoder
+from latentgap.bench import throughput
+from latentgap.bench.throughput import Case, _flops_per_sample, build_decoder
 from latentgap.cli import main
 from latentgap.errors import UserError
 
@@ -118,12 +121,13 @@ def test_bench_rows_ratios_flops_and_memory():
         assert r["peak_tensor_mb"] >= r["resident_mb"] > 0
         assert r["weights"].startswith("random weights") and r["torch"] == torch.__version__
         assert r["latent_shape"] == [4, 8, 8] and r["image_shape"] == [1, 32, 32]
-    # ratios are paired per round
+        # peak = resident + in-step peak (memory.py's definition), from the row's own parts
+        assert r["peak_tensor_mb"] == pytest.approx(r["resident_mb"] + r["step_peak_mb"])
+    # ratios are paired per round (latent over decode for throughput); the ratios against an independent
+    # clock and hand-counted bytes are in test_bench_samples_per_s_and_ratios_of_steps_with_known_cost
     tp = result["ratios"]["throughput_infer"]
     lat, dec = rows["latent_infer"]["samples_per_s_rounds"], rows["decode_classify_infer"]["samples_per_s_rounds"]
     assert tp["rounds"] == pytest.approx([a / b for a, b in zip(lat, dec)])
-    assert result["ratios"]["memory_infer"] == pytest.approx(
-        rows["decode_classify_infer"]["peak_tensor_mb"] / rows["latent_infer"]["peak_tensor_mb"])
 
     # FLOPs counted on meta copies equal a count over a real forward of the same models
     from latentgap.autoencoders import create_autoencoder
@@ -143,6 +147,121 @@ def test_bench_rows_ratios_flops_and_memory():
     # resident bytes of the latent inference step: classifier weights and buffers + the latent batch
     expect = sum(t.numel() * 4 for t in [*lat_clf.parameters(), *lat_clf.buffers()]) + 2 * 4 * 8 * 8 * 4
     assert rows["latent_infer"]["resident_mb"] * 2**20 == pytest.approx(expect)
+
+
+# FLOPs as torch's FlopCounterMode counts them: 2*in*out per sample for a linear layer, 2*k*k*Cin*Cout*H*W for a
+# convolution (bias, activation and reshuffle ops are not counted); a training step adds the weight gradient of
+# every layer (same count as its forward) and the input gradient of every layer but the first (whose input needs
+# no gradient).
+CONV_L = 2 * 3 * 3 * 4 * 8 * 8 * 8            # latent classifier: 3x3 conv 4 -> 8 channels on 8x8
+LIN_L = 2 * (8 * 8 * 8) * 2                   # then a linear 512 -> 2
+DEC = 2 * 1 * 1 * 4 * 12 * 8 * 8              # decoder: 1x1 conv 4 -> 12 on 8x8, pixel shuffle to (3, 16, 16)
+CONV_I = 2 * 5 * 5 * 3 * 6 * 16 * 16          # image classifier: 5x5 conv 3 -> 6 on 16x16
+LIN_I = 2 * (6 * 16 * 16) * 2                 # then a linear 1536 -> 2
+FLOPS = {"latent_infer": CONV_L + LIN_L, "latent_train": 2 * CONV_L + 3 * LIN_L,
+         "decode_classify_infer": DEC + CONV_I + LIN_I, "decode_classify_train": DEC + 2 * CONV_I + 3 * LIN_I}
+
+
+def _tiny_models():
+    lat = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 2))
+    dec = nn.Sequential(nn.Conv2d(4, 12, 1), nn.PixelShuffle(2))
+    img = nn.Sequential(nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16 * 16, 2))
+    return lat, dec, img
+
+
+def test_flops_per_sample_of_a_tiny_conv_linear_stack_match_the_hand_count():
+    lat, dec, img = _tiny_models()
+    assert _flops_per_sample(None, lat, (4, 8, 8), False) * 1e9 == pytest.approx(FLOPS["latent_infer"], rel=1e-9)
+    assert _flops_per_sample(None, lat, (4, 8, 8), True) * 1e9 == pytest.approx(FLOPS["latent_train"], rel=1e-9)
+    # decode-then-classify: the decoder's forward (no grad) is counted, then the classifier on its output
+    assert _flops_per_sample(dec, img, (4, 8, 8), False) * 1e9 == pytest.approx(FLOPS["decode_classify_infer"], rel=1e-9)
+    assert _flops_per_sample(dec, img, (4, 8, 8), True) * 1e9 == pytest.approx(FLOPS["decode_classify_train"], rel=1e-9)
+    assert all(p.device.type == "cpu" for p in [*lat.parameters(), *dec.parameters()])  # counted on copies
+
+
+# Steps of known cost: each burns ``cpu`` seconds of process CPU time, then sleeps ``sleep`` seconds, and allocates
+# two float32 tensors of known size (alive together) on top of a known resident set.
+BATCH, ITERS, ROUNDS, MB = 4, 4, 3, 2**20
+KNOWN = {  # case: (cpu s, sleep s, resident numel, step numel a, step numel b)
+    "latent_infer": (0.005, 0.005, 250_000, 1_000_000, 500_000),
+    "decode_classify_infer": (0.020, 0.020, 2_250_000, 5_000_000, 2_500_000),
+    "latent_train": (0.005, 0.005, 250_000, 3_000_000, 0),
+    "decode_classify_train": (0.010, 0.010, 2_250_000, 6_000_000, 0),
+}
+
+
+def _known_case(name: str, flops: float) -> Case:
+    cpu, sleep, res_n, a_n, b_n = KNOWN[name]
+    resident = [torch.zeros(res_n)]
+    resident.append(resident[0][10:])  # a view of the same storage: counted once
+
+    def step():
+        a = torch.empty(a_n)
+        b = torch.empty(b_n) if b_n else None
+        t0 = time.process_time()
+        while time.process_time() - t0 < cpu:
+            pass
+        time.sleep(sleep)
+        del a, b
+
+    path = "latent" if name.startswith("latent") else "decode+classify"
+    return Case(name, path, name.rsplit("_", 1)[1], "known", step, lambda: resident, flops / 1e9)
+
+
+def test_bench_samples_per_s_and_ratios_of_steps_with_known_cost(monkeypatch):
+    """run_bench on four steps whose wall time, CPU time, bytes and FLOPs are fixed by the test: every figure in
+    the rows and every ratio is checked against the values that follow from those (not from the code's formulas)."""
+    lat, dec, img = _tiny_models()
+    gflops = {"latent_infer": _flops_per_sample(None, lat, (4, 8, 8), False),
+              "decode_classify_infer": _flops_per_sample(dec, img, (4, 8, 8), False),
+              "latent_train": _flops_per_sample(None, lat, (4, 8, 8), True),
+              "decode_classify_train": _flops_per_sample(dec, img, (4, 8, 8), True)}
+
+    def known_cases(cfg, device):
+        cases = [_known_case(n, gflops[n] * 1e9) for n in KNOWN]
+        return cases, {"autoencoder": "none (known-cost steps)", "latent_shape": [4, 8, 8], "image_shape": [3, 16, 16],
+                       "weights": throughput.WEIGHTS_NOTE}
+
+    monkeypatch.setattr(throughput, "build_cases", known_cases)
+    result = run_bench(BenchConfig(**{**TINY, "batch_size": BATCH, "iters": ITERS, "rounds": ROUNDS}))
+    rows = {r["case"]: r for r in result["rows"]}
+    assert list(rows) == list(KNOWN)
+    for name, (cpu, sleep, res_n, a_n, b_n) in KNOWN.items():
+        r = rows[name]
+        assert r["timed_iters"] == ITERS
+        # wall clock: a step lasts at least cpu + sleep, and (even on a loaded 2-core machine) < 3x that;
+        # a rate that ignored the batch size or miscounted the steps per block falls outside
+        assert len(r["samples_per_s_rounds"]) == ROUNDS
+        for v in r["samples_per_s_rounds"]:
+            assert BATCH / (3 * (cpu + sleep)) < v <= 1.01 * BATCH / (cpu + sleep), (name, v)
+        # CPU clock: the step burns cpu seconds plus a little loop/sleep overhead, whatever the load
+        for v in r["samples_per_cpu_s_rounds"]:
+            assert BATCH / (1.25 * cpu) < v <= 1.01 * BATCH / cpu, (name, v)
+        srt = sorted(r["samples_per_s_rounds"])
+        assert (r["samples_per_s_min"], r["samples_per_s"], r["samples_per_s_max"]) == (srt[0], srt[1], srt[-1])
+        # memory: hand-counted bytes (numel x 4 bytes for float32)
+        assert r["resident_mb"] * MB == res_n * 4
+        assert r["step_peak_mb"] * MB == (a_n + b_n) * 4
+        assert r["peak_tensor_mb"] * MB == (res_n + a_n + b_n) * 4
+        assert r["rss_growth_mb"] >= 0
+        assert r["gflops_per_sample"] * 1e9 == pytest.approx(FLOPS[name], rel=1e-9)
+
+    ratios = result["ratios"]
+    for mode in ("infer", "train"):
+        lat_n, dec_n = f"latent_{mode}", f"decode_classify_{mode}"
+        # paired per round, latent over decode, recomputed from the rows' raw per-round samples/s
+        per_round = [a / b for a, b in zip(rows[lat_n]["samples_per_s_rounds"], rows[dec_n]["samples_per_s_rounds"])]
+        assert ratios[f"throughput_{mode}"]["rounds"] == pytest.approx(per_round)
+        assert ratios[f"throughput_{mode}"]["median"] == pytest.approx(sorted(per_round)[1])
+        # ... and against the known durations: decode steps take 4x (infer) and 2x (train) as long
+        expect = sum(KNOWN[dec_n][:2]) / sum(KNOWN[lat_n][:2])
+        assert expect / 2 < ratios[f"throughput_{mode}"]["median"] < expect * 2
+        expect_cpu = KNOWN[dec_n][0] / KNOWN[lat_n][0]
+        assert expect_cpu / 1.25 < ratios[f"throughput_cpu_time_{mode}"]["median"] < expect_cpu * 1.25
+        # memory: decode over latent, from hand-counted bytes; FLOPs: decode over latent, from hand counts
+        assert ratios[f"memory_{mode}"] == pytest.approx(sum(KNOWN[dec_n][2:]) / sum(KNOWN[lat_n][2:]))
+        assert ratios[f"flops_{mode}"] == pytest.approx(FLOPS[dec_n] / FLOPS[lat_n])
+    assert ratios["memory_infer"] == pytest.approx(39 / 7) and ratios["flops_infer"] == pytest.approx(242688 / 38912)
 
 
 def test_bench_refuses_bad_settings():

@@ -1,17 +1,31 @@
-"""The experiment drivers in benchmarks/ (ISIC-8 x TAEF2 arms, aggregation from rows): pure-logic checks."""
+"""The experiment drivers in benchmarks/ (ISIC-8 x TAEF2 arms, aggregation from rows): pure-logic checks, and
+the recorded rows (benchmarks/isic_taef2/rows/*.json, benchmarks/shared-data/rows.csv) against the tables
+published from them, recomputed here with numpy."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import math
+import re
 import sys
 from argparse import Namespace
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+ISIC_ROWS = BENCH / "isic_taef2" / "rows"            # 5 arms x 5 folds, one JSON per run
+ISIC_RESULTS = BENCH / "isic_taef2" / "results.md"
+SHARED_ROWS = BENCH / "shared-data" / "rows.csv"     # 85 result + 6 fidelity + 3 autoencoder rows
+SHARED_REPORT = BENCH / "shared-data" / "report.md"
+# arm -> (space, variant) of its rows
+ISIC_ARMS = {"IS": ("image", "plain"), "RS": ("recon", "plain"), "LS": ("latent", "plain"),
+             "LS+noise": ("latent", "noise-conditioned"), "LS+distill": ("latent", "distilled")}
+N_IMAGES = {"isic_skin8_64": 2118, "busi_128": 780, "pneumoniamnist_28": 5856}  # = the fidelity rows' n
 
 
 def _load(name: str, path: Path):
@@ -70,11 +84,153 @@ def test_distilled_arm_uses_the_recon_run_of_its_own_fold_as_teacher(driver, tmp
     assert "--ae" not in driver.arm_args("IS", 0, tmp_path, a)
 
 
+def _table(md: str, header: str) -> list[list[str]]:
+    """Cells of the markdown table whose header line starts with ``header`` (separator line skipped)."""
+    lines = md.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(header))
+    out = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        out.append([c.strip() for c in ln.strip("|").split("|")])
+    return out
+
+
+def _pm(cell: str) -> tuple[float, float]:
+    """'0.506 ± 0.025' (significance marks * and † after it ignored) -> (0.506, 0.025)."""
+    m = re.fullmatch(r"([-+0-9.]+) ± ([0-9.]+)[*†]*", cell)
+    assert m, cell
+    return float(m[1]), float(m[2])
+
+
+def _assert_mean_std(cell: str, values, decimals: int) -> None:
+    """The printed mean ± sample std equals numpy's over ``values``, to the printed precision."""
+    v = np.asarray(values, dtype=float)
+    mean, std = _pm(cell)
+    tol = 0.5 * 10**-decimals + 1e-9
+    assert abs(mean - v.mean()) <= tol and abs(std - v.std(ddof=1)) <= tol, (cell, v.mean(), v.std(ddof=1))
+
+
+def _check_result_row(r: dict, n_images: int) -> None:
+    """One test-set evaluation: metrics in range and consistent with the per-class figures of the same row."""
+    assert 0.0 <= r["bacc"] <= 1.0 and 0.0 <= r["auc"] <= 1.0 and -1.0 <= r["mcc"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
+    recall, auc = np.asarray(r["recall_per_class"], float), np.asarray(r["auc_per_class"], float)
+    assert len(recall) == len(r["class_names"]) == len(auc) == r["auc_classes_used"] >= 2
+    assert ((0 <= recall) & (recall <= 1)).all() and ((0 <= auc) & (auc <= 1)).all()
+    assert r["bacc"] == pytest.approx(recall.mean(), abs=1e-12)  # balanced accuracy = mean per-class recall
+    assert r["auc"] == pytest.approx(auc.mean(), abs=1e-12)      # macro one-vs-rest AUC
+    assert r["acc"] * r["n_test"] == pytest.approx(round(r["acc"] * r["n_test"]), abs=1e-6)  # a count of hits
+    assert r["n_train"] + r["n_val"] + r["n_test"] == n_images
+
+
 def test_recorded_rows_are_complete_runs(agg):
-    """Every row the driver recorded is a finished ISIC-8 x TAEF2 run with metrics in range."""
-    rows = agg.load_rows()
-    for r in rows:
+    """Every row the driver recorded is a finished ISIC-8 x TAEF2 run with metrics in range: all 25 (5 arms x
+    5 folds) are there, and each is consistent with its own per-class recall and AUC."""
+    files = sorted(ISIC_ROWS.glob("*.json"))
+    assert len(files) == 25, f"expected 25 rows in {ISIC_ROWS}, found {len(files)}"
+    rows = agg.load_rows(ISIC_ROWS)
+    assert rows == [json.loads(f.read_text()) for f in files]  # what the aggregator reads
+    for f, r in zip(files, rows):
+        assert f.name == f"{r['arm'].replace('+', '_')}-fold{r['fold']}.json"
         assert r["dataset"] == "isic_skin8_64" and r["k"] == 5 and 0 <= r["fold"] < 5
         assert 0.0 <= r["bacc"] <= 1.0 and 0.0 <= r["auc"] <= 1.0 and -1.0 <= r["mcc"] <= 1.0
         assert (r["space"] == "image") == (r["arm"] == "IS") and r["pretrained"] is False
+        assert (r["space"], r["variant"]) == ISIC_ARMS[r["arm"]]
+        _check_result_row(r, N_IMAGES["isic_skin8_64"])
+        assert r["epochs"] == r["max_epochs"] == 5
         assert json.dumps(r)  # serialisable as written
+    assert sorted((r["arm"], r["fold"]) for r in rows) == sorted((a, f) for a in ISIC_ARMS for f in range(5))
+    for arm in ISIC_ARMS:  # k-fold: every image is tested exactly once per arm
+        assert sum(r["n_test"] for r in rows if r["arm"] == arm) == N_IMAGES["isic_skin8_64"]
+
+
+def test_results_md_table_equals_numpy_over_the_rows():
+    """The table in isic_taef2/results.md: mean ± sample std per arm, recomputed from the rows with numpy."""
+    rows = [json.loads(f.read_text()) for f in sorted(ISIC_ROWS.glob("*.json"))]
+    table = _table(ISIC_RESULTS.read_text(), "| arm | variant | folds | bACC |")
+    assert [line[0] for line in table] == list(ISIC_ARMS)
+    for arm, variant, folds, bacc, auc, mcc, acc, epochs, secs in table:
+        sel = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
+        assert len(sel) == 5 and folds == "0,1,2,3,4" and variant == ISIC_ARMS[arm][1]
+        for cell, key, d in ((bacc, "bacc", 3), (auc, "auc", 3), (mcc, "mcc", 3), (acc, "acc", 3),
+                             (epochs, "epochs", 1), (secs, "train_seconds", 0)):
+            _assert_mean_std(cell, [r[key] for r in sel], d)
+
+
+def _shared_rows() -> list[dict]:
+    """rows.csv as dicts: numbers as numbers, JSON lists as lists, empty cells as None."""
+    def parse(v: str):
+        if v == "":
+            return None
+        if v[0] in "[{":
+            return json.loads(v)
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with SHARED_ROWS.open(newline="") as fh:
+        return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def test_shared_data_rows_are_complete_and_consistent():
+    """shared-data/rows.csv: the 94 rows of the study (README), every result row consistent with its own
+    per-class figures, 5 folds per cell, and every image tested once per cell."""
+    assert SHARED_ROWS.is_file() and SHARED_ROWS.stat().st_size > 0
+    rows = _shared_rows()
+    kinds = defaultdict(int)
+    for r in rows:
+        kinds[r["kind"]] += 1
+    assert dict(kinds) == {"autoencoder": 3, "fidelity": 6, "result": 85}
+    for r in rows:
+        if r["kind"] == "fidelity":  # PSNR/SSIM over every image of the dataset
+            assert r["n"] == N_IMAGES[r["dataset"]] and 0 < r["ssim_mean"] <= 1 and r["psnr_mean"] > 0
+    cells = defaultdict(list)
+    for r in (r for r in rows if r["kind"] == "result"):
+        _check_result_row(r, N_IMAGES[r["dataset"]])
+        assert r["k"] == 5 and r["pretrained"] == "False" and r["epochs"] == 3
+        assert (r["autoencoder"] == "none") == (r["space"] == "image")
+        cells[(r["dataset"], r["autoencoder"], r["space"], r["variant"])].append(r)
+    assert len(cells) == 17  # 3 datasets x (IS + 2 AEs x {RS, LS}) + LS noise/distill on ISIC-8 x TAEF2
+    for key, sel in cells.items():
+        assert sorted(r["fold"] for r in sel) == [0, 1, 2, 3, 4], key
+        assert sum(r["n_test"] for r in sel) == N_IMAGES[key[0]], key
+
+
+def test_shared_data_tables_equal_numpy_over_rows_csv():
+    """report.md's main table and paired-test mean differences, and the re-run table in isic_taef2/results.md,
+    recomputed from rows.csv with numpy."""
+    cells = defaultdict(list)
+    for r in _shared_rows():
+        if r["kind"] == "result":
+            cells[(r["dataset"], r["autoencoder"], r["space"], r["variant"])].append(r)
+    space = {"IS": "image", "RS": "recon", "LS": "latent"}
+
+    main_table = _table(SHARED_REPORT.read_text(), "| dataset | autoencoder | space | bACC |")
+    assert len(main_table) == 15
+    for ds, ae, sp, bacc, auc, mcc, n in main_table:
+        sel = cells[(ds, "none" if ae == "–" else ae, space[sp], "plain")]
+        assert len(sel) == int(n) == 5
+        for cell, key in ((bacc, "bacc"), (auc, "auc"), (mcc, "mcc")):
+            _assert_mean_std(cell, [r[key] for r in sel], 3)
+
+    tests = _table(SHARED_REPORT.read_text(), "| dataset | autoencoder | comparison | n | mean diff |")
+    assert sorted(t[2] for t in tests) == ["image-recon"] * 6 + ["recon-latent"] * 6
+    for ds, ae, comparison, n, diff, _ci, d_z, *_ in tests:
+        a, b = comparison.split("-")
+        assert n == "5"
+        bacc = {sp: {r["fold"]: r["bacc"] for r in cells[(ds, "none" if sp == "image" else ae, sp, "plain")]}
+                for sp in (a, b)}
+        d = np.array([bacc[a][f] - bacc[b][f] for f in range(5)])  # paired on fold
+        assert abs(float(diff) - d.mean()) <= 0.0005 + 1e-9 and abs(float(d_z) - d.mean() / d.std(ddof=1)) <= 0.005 + 1e-9
+
+    rerun = _table(ISIC_RESULTS.read_text(), "| arm | bACC | AUC | MCC | mean train s")
+    assert len(rerun) == 5
+    for (arm, bacc, auc, mcc, secs), key in zip(rerun, ISIC_ARMS):
+        assert arm.startswith(key.replace("+", " + ") if "+" in key else key), (arm, key)
+        sp, variant = ISIC_ARMS[key]
+        sel = cells[("isic_skin8_64", "none" if sp == "image" else "taef2", sp, variant)]
+        assert len(sel) == 5
+        for cell, m in ((bacc, "bacc"), (auc, "auc"), (mcc, "mcc")):
+            _assert_mean_std(cell, [r[m] for r in sel], 3)
+        assert abs(float(secs) - np.mean([r["train_seconds"] for r in sel])) <= 0.5
