@@ -188,3 +188,31 @@ def test_labelled_autoencoder_entry_without_training(tmp_path, shared_data, one_
     assert pair["autoencoder"] == "t2" and pair["ae_spec"] == "taef2" and not pair["ae_in_study"]
     assert cell["autoencoder"] == "t2" and cell["autoencoder_sha256"]  # identity from the cache manifest
     assert cell["run_dir"].startswith("runs/phantom") and "-t2-latent-plain-f0-s0-c" in cell["run_dir"]
+
+
+def test_study_autoencoder_per_fold_never_sees_its_test_part(tmp_path, one_thread):
+    """``train.data: fold`` (the default): each fold's autoencoder trains on that fold's training part only,
+    and its fidelity row is measured on the fold's test part."""
+    from latentgap.data import load_or_make_splits, open_dataset
+    from latentgap.storage import stable_hash
+    from latentgap.workspace import splits_path
+
+    ds_spec = "phantom:n=48,size=16,classes=2,imbalance=2,feature=intensity"
+    spec = spec_from_dict({**TINY, "datasets": [ds_spec], "spaces": ["recon"], "train": {**TINY["train"], "epochs": 1},
+                           "autoencoders": [{"name": "kl-builtin", "train": {"steps": 2, "batch_size": 8}}]})
+    s = run_study(spec, tmp_path, echo=lambda *_: None, live=False)
+    assert s.ok, s.failed
+    ds = open_dataset(ds_spec)
+    splits = load_or_make_splits(splits_path(tmp_path, ds, "kfold", 2, 0), ds, k=2, seed=0, val_fraction=0.1)
+    rows = [json.loads(f.read_text()) for f in (tmp_path / "rows").glob("*.json")]
+    trained = {r["task_hash"]: r for r in rows if r["kind"] == "autoencoder"}
+    assert len(trained) == 2
+    for r in trained.values():
+        rec = json.loads((tmp_path / r["weights_dir"] / "training.json").read_text())
+        fold = int(r["weights_dir"].split("-f")[1].split("-")[0])
+        part = np.asarray(splits.folds[fold].train).tolist()
+        assert rec["settings"]["pool"] == stable_hash(part)  # exactly the fold's training part
+        assert not set(part) & set(np.asarray(splits.folds[fold].test).tolist())
+    for r in (r for r in rows if r["kind"] == "fidelity"):
+        assert r["split"] == f"fold {r['ae_fold']} test" and r["n"] == len(splits.folds[r["ae_fold"]].test)
+        assert r["ae_in_sample"] is False
