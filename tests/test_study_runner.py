@@ -148,3 +148,21 @@ def test_local_worker_pool_gives_same_rows(tmp_path):
     s = run_study(_spec(executor={"workers": 2}), tmp_path / "pool", grid=toy_grid, echo=lambda *_: None)
     assert s.ok and s.ran == 20
     assert _rows(tmp_path / "seq") == _rows(tmp_path / "pool")
+
+
+def test_rows_of_other_code_are_not_mixed_in_silently(tmp_path):
+    spec = _spec(datasets=["phantom:n=60"])
+    run_study(spec, tmp_path, grid=toy_grid, echo=lambda *_: None)
+    rows = sorted((tmp_path / "rows").glob("c*.json"))
+    assert all(json.loads(f.read_text())["code_version"] for f in rows)
+    old = json.loads(rows[0].read_text())
+    old["code_version"] = "0.0.1+feedfacecafe"  # a row made by other code
+    rows[0].write_text(json.dumps(old))
+    rows[1].unlink()  # a task left to do
+    with pytest.raises(UserError, match=r"holds rows made by other code \(1 by 0.0.1\+feedfacecafe"):
+        run_study(spec, tmp_path, grid=toy_grid, echo=lambda *_: None)
+    s = run_study(spec, tmp_path, grid=toy_grid, echo=lambda *_: None, allow_mixed_code=True)
+    assert s.ok and s.ran == 1
+    from latentgap.reports import build_report
+
+    assert "more than one version of the code" in build_report(tmp_path)["md"].read_text()

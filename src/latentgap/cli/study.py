@@ -25,6 +25,9 @@ def study_cmd(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this task hash (repeatable; from --dry-run)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and what is already done; run nothing."),
     report: bool = typer.Option(True, "--report/--no-report", help="Rebuild the report when the study ends."),
+    allow_mixed_code: bool = typer.Option(False, "--allow-mixed-code",
+                                          help="Add rows to a study whose finished rows were made by other code "
+                                               "(refused otherwise; the report lists the code versions)."),
 ) -> None:
     """Run every missing cell of a study (dataset x autoencoder x space x variant x fold x seed).
 
@@ -44,7 +47,7 @@ def study_cmd(
     spec = with_overrides(spec, kind=executor, workers=workers, partition=partition, gpus_per_node=gpus,
                           time_min=time_min, array_parallelism=array_parallelism, mem_gb=mem_gb)
     study_dir = out or Path("studies") / spec.name
-    result = run_study(spec, study_dir, only=only, dry_run=dry_run)
+    result = run_study(spec, study_dir, only=only, dry_run=dry_run, allow_mixed_code=allow_mixed_code)
     if dry_run:
         typer.echo(result)
         return

@@ -126,6 +126,11 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
     figures. ``margin``: TOST equivalence margin in bACC (0.02 = 2 points)."""
     res = S.results_only(rows)
     secs = []
+    if "code_version" in rows and rows["code_version"].nunique(dropna=False) > 1:
+        counts = rows["code_version"].fillna("unrecorded").value_counts()
+        secs.append(Section("Warning", "The rows of this study were made by more than one version of the code ("
+                            + ", ".join(f"{n} rows by {v}" for v, n in counts.items())
+                            + "); compare their numbers with care."))
     found = tables.findings(rows, margin)
     if found:
         secs.append(Section("Findings", "bACC differences in points; equivalence by TOST within "

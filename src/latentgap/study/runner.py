@@ -32,6 +32,7 @@ from typing import Callable
 import yaml
 
 from ..errors import UserError
+from ..runs import code_version
 from ..storage import atomic_write_text, read_json
 from .claims import Claims, ClaimSettings
 from .executors import make_executor
@@ -149,9 +150,27 @@ def _variants_scope(spec: StudySpec) -> str:
     return f" (non-plain on {'; '.join(scope)} only)" if scope and len(spec.variants) > 1 else ""
 
 
+def check_code_versions(study_dir: Path, tasks: list[Task], allow_mixed: bool = False) -> None:
+    """Refuse to add rows of this code to a study whose finished rows were made by other code (their numbers
+    would be compared as if one implementation had made them), unless ``allow_mixed``."""
+    here = code_version()
+    other: dict[str, int] = {}
+    for t in tasks:
+        p = row_path(study_dir, t.hash)
+        if p.exists():
+            v = read_json(p).get("code_version", "unrecorded")
+            if v != here:
+                other[v] = other.get(v, 0) + 1
+    if other and not allow_mixed:
+        listed = ", ".join(f"{n} by {v}" for v, n in sorted(other.items()))
+        raise UserError(f"'{study_dir}' holds rows made by other code ({listed}; this code is {here})",
+                        "finish the study with the code that started it, use a new --out folder, or pass "
+                        "--allow-mixed-code (the report then lists the code versions of its rows)")
+
+
 def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None = None, dry_run: bool = False,
               grid: str | Callable[[StudySpec], list[Task]] = "classification", echo=None,
-              live: bool | None = None) -> StudySummary | str:
+              live: bool | None = None, allow_mixed_code: bool = False) -> StudySummary | str:
     """Run every missing task of ``spec`` in ``study_dir`` on the spec's executor.
 
     Args:
@@ -159,6 +178,8 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
         dry_run: return the grid with each task's status instead of running anything.
         grid: the grid builder, by registered name or as a function ``spec -> list[Task]``.
         live: show the live progress view (default: when stderr is a terminal).
+        allow_mixed_code: add rows to a study whose finished rows were made by other code (refused otherwise;
+            ``code_version`` in every row says which code made it).
 
     Other runners may work on the same folder at the same time: tasks they hold are waited for, not
     repeated; a task whose runner died is taken over. Failures seen in this run — this runner's or another's —
@@ -174,6 +195,7 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, only: list[str] | None 
     if dry_run:
         return dry_run_text(spec, study_dir, tasks)
     init_study_dir(spec, study_dir)
+    check_code_versions(study_dir, tasks, allow_mixed_code)
     status = grid_status(study_dir, tasks)
     summary = StudySummary(total=len(tasks), done_before=sum(s == "done" for s in status.values()))
     t0 = time.time()

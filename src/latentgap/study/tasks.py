@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..registry import Registry
+from ..runs import code_version
 from ..storage import atomic_write_json, read_json
 from .claims import ClaimSettings, Claims
 
@@ -124,7 +125,7 @@ def run_task(study_dir: str | Path, task: Task, kind: TaskKind | None = None,
             row = kind.fn(task.config, study_dir / task.run_dir, inputs)
             row.update(kind=kind.row_kind, **task.identity)
             row.update(task_hash=task.hash, task_kind=task.kind, run_dir=task.run_dir,
-                       task_seconds=round(time.time() - t0, 3))
+                       task_seconds=round(time.time() - t0, 3), code_version=code_version())
         except BaseException as e:
             if not isinstance(e, KeyboardInterrupt):
                 atomic_write_json(failed_path(study_dir, task.hash),
