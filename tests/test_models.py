@@ -128,3 +128,28 @@ def test_channels_last_policy_follows_the_measurements():
     assert not prefers_channels_last(cpu, "resnet18") and not prefers_channels_last(cpu, None)
     assert prefers_channels_last(torch.device("cuda"), "resnet18")
     assert not prefers_channels_last(torch.device("mps"), "convnext_tiny")
+
+
+def test_pretrained_image_classifiers_normalise_inputs_with_the_weights_statistics(tmp_path):
+    """With pretrained (ImageNet) weights, images in [0, 1] are normalised with the weights' mean/std inside
+    the model (saved in its state dict); latents and random-init models see their inputs unchanged."""
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "r18.safetensors"
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(weights))
+    rgb = create_classifier("resnet18", 3, 2, 32, pretrained=str(weights))
+    assert rgb.build_info["pretrained"] is True
+    assert torch.allclose(rgb.input_mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    assert torch.allclose(rgb.input_std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    grey = create_classifier("resnet18", 1, 2, 32, pretrained=str(weights))
+    assert torch.allclose(grey.input_mean.flatten(), torch.tensor([(0.485 + 0.456 + 0.406) / 3]))
+    x = torch.rand(2, 3, 32, 32)
+    rgb.eval()
+    want = rgb.forward_head(rgb.backbone.forward_features((x - rgb.input_mean) / rgb.input_std))
+    assert torch.allclose(rgb(x), want, atol=1e-6)
+    assert "input_mean" in rgb.state_dict()  # a run's checkpoint carries the normalisation back
+    latent = create_classifier("resnet18", 3, 2, 32, pretrained=str(weights), image_input=False)
+    plain = create_classifier("resnet18", 3, 2, 32, pretrained=False)
+    for m in (latent, plain):
+        assert torch.equal(m.input_mean, torch.zeros(1, 3, 1, 1)) and torch.equal(m.input_std, torch.ones(1, 3, 1, 1))

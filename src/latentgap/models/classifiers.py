@@ -78,8 +78,16 @@ class Classifier(nn.Module):
         scale: logit scale s of the cosine head.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, *, cosine_head: bool = False, scale: float = 30.0):
+    def __init__(self, backbone: nn.Module, num_classes: int, *, cosine_head: bool = False, scale: float = 30.0,
+                 input_mean=None, input_std=None):
         super().__init__()
+        # input normalisation of the pretrained weights (ImageNet mean/std for images in [0, 1]); identity
+        # otherwise. Buffers, so that a run folder's checkpoint carries it back (load_run).
+        c = len(input_mean) if input_mean is not None else 1
+        self.register_buffer("input_mean", torch.zeros(1, c, 1, 1) if input_mean is None
+                             else torch.tensor(input_mean, dtype=torch.float32).view(1, c, 1, 1))
+        self.register_buffer("input_std", torch.ones(1, c, 1, 1) if input_std is None
+                             else torch.tensor(input_std, dtype=torch.float32).view(1, c, 1, 1))
         self.backbone = backbone
         self.num_features = backbone.num_features
         self.num_classes = num_classes
@@ -87,8 +95,11 @@ class Classifier(nn.Module):
                      else nn.Linear(self.num_features, num_classes))
         self.arch = getattr(backbone, "default_cfg", {}).get("architecture", type(backbone).__name__)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> same
+        return (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D, h, w)
-        return self.backbone.forward_features(x)
+        return self.backbone.forward_features(self.normalize(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:  # (B, D, h, w) -> (B, K)
         x = self.backbone.forward_head(x, pre_logits=True)
@@ -220,11 +231,21 @@ def _warn(msg: str) -> None:
 
 def _factory(arch_name: str):
     def make(*, in_chans: int, num_classes: int, input_size: int, pretrained="auto",
-             cosine_head: bool = False, scale: float = 30.0, **kw) -> Classifier:
+             cosine_head: bool = False, scale: float = 30.0, image_input: bool = True, **kw) -> Classifier:
         family = _ARCH[arch_name]
         backbone, info = _build_backbone(arch_name, in_chans, pretrained, **kw)
         info.update((_adapt_convnext if family == "convnext" else _adapt_resnet)(backbone, input_size))
-        model = Classifier(backbone, num_classes, cosine_head=cosine_head, scale=scale)
+        mean = std = None
+        if info.get("pretrained") and image_input and in_chans in (1, 3):
+            # the weights expect their own input statistics; grey input: timm summed the RGB filters, so
+            # the grey image stands for all three channels and gets their average statistics
+            cfg = getattr(backbone, "pretrained_cfg", None) or {}
+            mean, std = list(cfg.get("mean", IMAGENET_MEAN)), list(cfg.get("std", IMAGENET_STD))
+            if in_chans == 1:
+                mean, std = [sum(mean) / 3], [sum(std) / 3]
+            info["input_normalisation"] = {"mean": mean, "std": std}
+        model = Classifier(backbone, num_classes, cosine_head=cosine_head, scale=scale, input_mean=mean,
+                           input_std=std)
         model.build_info = {"model": arch_name, "in_chans": in_chans, "input_size": input_size, **info}
         return model
     return make
@@ -232,6 +253,9 @@ def _factory(arch_name: str):
 
 for _name in _ARCH:
     CLASSIFIERS.register(_name)(_factory(_name))
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def create_classifier(name: str, in_chans: int, num_classes: int, input_size: int | tuple[int, int],
@@ -245,7 +269,8 @@ def create_classifier(name: str, in_chans: int, num_classes: int, input_size: in
         input_size: input side H (or (H, W); the smaller side sets the strides), 4..224+.
         pretrained: "auto" (ImageNet if reachable, else random init with a warning), True (must load),
             False, or a path to a local weights file.
-        **kw: ``cosine_head``, ``scale`` and timm overrides (``depths``, ``dims``, ``drop_path_rate``...).
+        **kw: ``cosine_head``, ``scale``, ``image_input`` (False for latents: no ImageNet input normalisation
+            even with pretrained weights) and timm overrides (``depths``, ``dims``, ``drop_path_rate``...).
 
     Returns:
         :class:`Classifier` with ``build_info`` (pretrained, reason, stem stride) for the result row.

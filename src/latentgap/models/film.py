@@ -71,7 +71,7 @@ class NoiseConditioned(nn.Module):
         if noise_level is None:
             noise_level = torch.zeros(x.shape[0], device=x.device)
         e = self.embed(noise_level)  # (B, E)
-        h = bb.stem(x)
+        h = bb.stem(self.classifier.normalize(x))
         for stage, film in zip(bb.stages, self.film):
             h = stage(h)  # (B, C_i, H_i, W_i)
             gamma, beta = film(e).to(h.dtype)[:, :, None, None].chunk(2, dim=1)
