@@ -153,3 +153,5 @@ def test_pretrained_image_classifiers_normalise_inputs_with_the_weights_statisti
     plain = create_classifier("resnet18", 3, 2, 32, pretrained=False)
     for m in (latent, plain):
         assert torch.equal(m.input_mean, torch.zeros(1, 3, 1, 1)) and torch.equal(m.input_std, torch.ones(1, 3, 1, 1))
+    plain.load_state_dict(rgb.state_dict())  # a run rebuilt without the weights file (load_run) takes them back
+    assert torch.equal(plain.input_mean, rgb.input_mean)

@@ -79,11 +79,11 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, cosine_head: bool = False, scale: float = 30.0,
-                 input_mean=None, input_std=None):
+                 in_chans: int = 1, input_mean=None, input_std=None):
         super().__init__()
         # input normalisation of the pretrained weights (ImageNet mean/std for images in [0, 1]); identity
         # otherwise. Buffers, so that a run folder's checkpoint carries it back (load_run).
-        c = len(input_mean) if input_mean is not None else 1
+        c = len(input_mean) if input_mean is not None else in_chans
         self.register_buffer("input_mean", torch.zeros(1, c, 1, 1) if input_mean is None
                              else torch.tensor(input_mean, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("input_std", torch.ones(1, c, 1, 1) if input_std is None
@@ -244,8 +244,8 @@ def _factory(arch_name: str):
             if in_chans == 1:
                 mean, std = [sum(mean) / 3], [sum(std) / 3]
             info["input_normalisation"] = {"mean": mean, "std": std}
-        model = Classifier(backbone, num_classes, cosine_head=cosine_head, scale=scale, input_mean=mean,
-                           input_std=std)
+        model = Classifier(backbone, num_classes, cosine_head=cosine_head, scale=scale, in_chans=in_chans,
+                           input_mean=mean, input_std=std)
         model.build_info = {"model": arch_name, "in_chans": in_chans, "input_size": input_size, **info}
         return model
     return make
