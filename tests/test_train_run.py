@@ -184,3 +184,44 @@ def test_multilabel_runs_end_to_end_with_distillation(root, tmp_path):
     y = np.asarray(ds.labels)[splits.folds[0].test]
     assert row["auc"] == pytest.approx(roc_auc_score(y, probs, average="macro"), abs=1e-9)
     assert len(row["auc_per_class"]) == 3
+
+
+def test_hpo_trials_optimise_the_final_objective(monkeypatch):
+    """Trials reach the DRW switch at the same fraction of their budget and train with distillation when the
+    final run does (they used to stop before the switch and drop distillation)."""
+    import numpy as np
+    import torch
+
+    from latentgap.train import TrainConfig, hpo
+    from latentgap.train.losses import DistillationLoss
+
+    cfg = TrainConfig(dataset="phantom", space="latent", autoencoder="kl-builtin", epochs=60, drw_switch_epoch=10,
+                      hpo_epochs=10, distill=True, hpo_trials=1, model="convnext_atto").resolved()
+    t = hpo.trial_config(cfg, {"lr": 1e-3})
+    assert t.epochs == 10 and t.drw_switch_epoch == 2 and t.lr == 1e-3  # 10 / 60 of the way, as in the final run
+    seen = {}
+
+    def fake_fit(model, opt, sched, loss_fn, train_batches, *a, **kw):
+        seen.update(loss=loss_fn, extra=train_batches.extra, switch=loss_fn.base.drw_switch_epoch)
+        from latentgap.train.loop import EarlyStopping
+        st = EarlyStopping(1)
+        st.best = 0.5
+        return st
+
+    monkeypatch.setattr(hpo, "fit", fake_fit)
+
+    class Part:  # a SpaceDataset-like training part of 20 samples, 2 classes
+        indices = np.arange(20)
+        targets = torch.tensor([0, 1] * 10)
+
+        def __len__(self):
+            return 20
+
+    class Fold:
+        test, val = np.arange(100, 110), np.arange(110, 115)
+
+    teacher = torch.arange(40, dtype=torch.float32).view(20, 2)
+    res = hpo.search(cfg, Part(), Fold(), (4, 8, 8), 2, False, torch.device("cpu"), teacher)
+    assert isinstance(seen["loss"], DistillationLoss) and seen["switch"] == 2
+    tr_pos = hpo.inner_split(Part(), Fold(), cfg.hpo_inner_fraction, cfg.seed)[0]  # the trial's inner training part
+    assert torch.equal(seen["extra"], teacher[torch.as_tensor(tr_pos)]) and res["best_value"] == 0.5

@@ -68,7 +68,7 @@ class TrainConfig(BaseModel):
     ldam_s: float = 30.0
     drw_switch_epoch: int | None = 10
     drw_beta: float = 0.9999
-    augment: str = "auto"  # auto: flip+shift for images/reconstructions, flip for latents
+    augment: str = "auto"  # auto: flip+shift for images/reconstructions, none for latents (see resolved())
     # FiLM noise conditioning (latent classifier)
     noise_cond: bool = False
     noise_schedule: str = "scaled_linear"
@@ -134,7 +134,9 @@ class TrainConfig(BaseModel):
         if cfg.noise_cond and not model.startswith("convnext"):
             raise UserError(f"FiLM noise conditioning needs a ConvNeXt model, not '{model}'",
                             "pass --model convnext_tiny (or another convnext_*)")
-        augment = cfg.augment if cfg.augment != "auto" else ("flip" if cfg.space == "latent" else "flip+shift")
+        # a flipped or shifted latent is not the latent of a flipped or shifted image (TAEF2 on ISIC-8:
+        # |encode(flip x) - flip(encode x)| / |encode x| = 0.84), so cached latents get no geometric augmentation
+        augment = cfg.augment if cfg.augment != "auto" else ("none" if cfg.space == "latent" else "flip+shift")
         return cfg.model_copy(update={"model": model, "variant": "+".join(names) or "plain", "augment": augment})
 
     def config_hash(self) -> str:

@@ -55,8 +55,8 @@ def suggest(trial, cfg: TrainConfig) -> dict:
     """Config updates for one trial."""
     upd = {"lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
            "weight_decay": trial.suggest_float("weight_decay", 1e-4, 0.1, log=True)}
-    choices = ["none", "flip", "flip2"] if cfg.space == "latent" else ["flip", "flip+shift", "flip2+shift"]
-    upd["augment"] = trial.suggest_categorical("augment", choices)
+    if cfg.space != "latent":  # a flipped or shifted latent is not the latent of a flipped image: none there
+        upd["augment"] = trial.suggest_categorical("augment", ["flip", "flip+shift", "flip2+shift"])
     if cfg.model in _CONVNEXT:
         depths, dims = cfg.model_kwargs.get("depths"), cfg.model_kwargs.get("dims")
         base_depths, base_dims = _CONVNEXT[cfg.model]
@@ -71,9 +71,22 @@ def suggest(trial, cfg: TrainConfig) -> dict:
     return upd
 
 
+def trial_config(cfg: TrainConfig, update: dict) -> TrainConfig:
+    """A trial's config: the final run's objective on a shorter budget. The DRW switch keeps its place in the
+    schedule (same fraction of the epochs), so short trials re-weight as the final run does."""
+    upd = {**update, "epochs": cfg.hpo_epochs}
+    if cfg.drw_switch_epoch is not None:
+        upd["drw_switch_epoch"] = min(cfg.hpo_epochs - 1, round(cfg.drw_switch_epoch * cfg.hpo_epochs / cfg.epochs))
+    return cfg.model_copy(update=upd)
+
+
 def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multilabel: bool,
-           device: torch.device) -> dict:
-    """Run ``cfg.hpo_trials`` Optuna trials; returns {params, config_update, best_value, values, inner sizes}."""
+           device: torch.device, teacher: torch.Tensor | None = None) -> dict:
+    """Run ``cfg.hpo_trials`` Optuna trials; returns {params, config_update, best_value, values, inner sizes}.
+
+    ``teacher``: (n_train, K) distillation logits aligned with ``train_ds``; trials of a distilled run train
+    with the same distillation loss as the final run.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,14 +99,15 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
     def objective(trial) -> float:
         upd = suggest(trial, cfg)
         updates[trial.number] = upd
-        tcfg = cfg.model_copy(update={**upd, "epochs": cfg.hpo_epochs, "pretrained": cfg.pretrained})
+        tcfg = trial_config(cfg, upd)
         model, channels_last = place_model(build_model(tcfg, c, num_classes, (h, w), multilabel), tcfg, device)
-        loss_fn = build_loss(tcfg.model_copy(update={"distill": False}), labels, num_classes, multilabel).to(device)
+        loss_fn = build_loss(tcfg, labels, num_classes, multilabel).to(device)
         opt, sched = build_optimizer(tcfg, model)
         g = torch.Generator().manual_seed(cfg.seed + trial.number)
         noise = build_noise(tcfg, device)
         stopper = fit(model, opt, sched, loss_fn,
-                      Batches(inner_tr, tcfg.batch_size, shuffle=True, generator=g, drop_last_single=True),
+                      Batches(inner_tr, tcfg.batch_size, shuffle=True, generator=g, drop_last_single=True,
+                              extra=None if teacher is None else teacher[torch.as_tensor(tr_pos)]),
                       Batches(inner_va, 4 * tcfg.batch_size), device, g, epochs=tcfg.epochs,
                       patience=min(cfg.patience, tcfg.epochs), augment=Augment.preset(tcfg.augment), noise=noise,
                       multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs)),
@@ -108,12 +122,13 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
 
 
 def search_or_load(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multilabel: bool,
-                   device: torch.device, path: Path, config_hash: str) -> dict:
+                   device: torch.device, path: Path, config_hash: str, teacher: torch.Tensor | None = None) -> dict:
     """:func:`search`, saved to ``path`` so that a resumed run does not search again."""
     if path.exists():
         d = read_json(path)
         if d.get("config_hash") == config_hash:
             return d
-    d = {**search(cfg, train_ds, fold, in_shape, num_classes, multilabel, device), "config_hash": config_hash}
+    d = {**search(cfg, train_ds, fold, in_shape, num_classes, multilabel, device, teacher),
+         "config_hash": config_hash}
     atomic_write_json(path, d)
     return d

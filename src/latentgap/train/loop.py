@@ -35,8 +35,8 @@ class Augment:
         hflip: probability of a horizontal flip.
         vflip: probability of a vertical flip.
         shift: largest translation as a fraction of the side (reflect-padded crop, a "small affine/crop");
-            0 disables it. Images get flips + shift by default, latents flips only (a shifted latent
-            mixes the AE's patch grid and boundary, see docs/classifiers.md).
+            0 disables it. Images get flips + shift by default, cached latents nothing: a flipped or
+            shifted latent is not the latent of a flipped or shifted image (docs/classifiers.md).
     """
 
     hflip: float = 0.5

@@ -188,7 +188,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     hpo_best = None
     if cfg.hpo:
         hpo_best = search_or_load(cfg, train, splits.folds[cfg.fold], (c, h, w), k, multilabel, device,
-                                  run_dir / "hpo.json", chash)
+                                  run_dir / "hpo.json", chash, teacher)
         cfg = cfg.model_copy(update=hpo_best["config_update"])
 
     model, channels_last = place_model(build_model(cfg, c, k, (h, w), multilabel), cfg, device)
