@@ -143,3 +143,27 @@ def test_precise_bn_does_not_touch_the_training_random_stream():
             Batches(_toy(48, seed=2), 64), CPU, g, epochs=2, precise_bn_batches=pbn)
         outs.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+def test_until_converged_halves_the_lr_on_a_validation_plateau():
+    """train.until = converged: the schedule follows validation bACC (halved after patience // 3 flat epochs),
+    not the epoch ceiling; early stopping ends the run."""
+    from torch.utils.data import TensorDataset
+
+    from latentgap.train import TrainConfig, build_optimizer
+    from latentgap.train.loop import Batches, fit
+
+    cfg = TrainConfig(dataset="phantom", until="converged", epochs=50, patience=6, lr=1e-9)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    opt, sched = build_optimizer(cfg, model)
+    assert isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 1, 2, 2, generator=g), torch.tensor([0, 1] * 16)
+    lrs = []
+    st = fit(model, opt, sched, torch.nn.CrossEntropyLoss(), Batches(TensorDataset(x, y), 8, shuffle=True, generator=g),
+             Batches(TensorDataset(x, y), 32), CPU, g, epochs=cfg.epochs, patience=cfg.patience, precise_bn_batches=0,
+             on_epoch=lambda e, m, s: lrs.append(m["lr"]))
+    # lr ~ 0: validation bACC never improves after epoch 0 -> stop after 1 + patience epochs, lr halved on the way
+    assert len(lrs) == 1 + cfg.patience and st.best_epoch == 0
+    assert lrs[0] == pytest.approx(1e-9) and lrs[-1] < lrs[0] / 2
+    assert TrainConfig(dataset="phantom").until == "epochs"

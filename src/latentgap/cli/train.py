@@ -39,14 +39,16 @@ def train_cmd(
     hpo: bool = typer.Option(False, "--hpo", help="Optuna search inside the fold's training part first."),
     trials: int = typer.Option(20, "--trials", help="Optuna trials with --hpo."),
     epochs: int = typer.Option(60, "--epochs", help="Largest number of epochs."),
+    until: str = typer.Option("epochs", "--until", help="epochs (cosine schedule over --epochs) or converged (to the "
+                              "early-stopping point under the --epochs ceiling; lr halved on validation plateaus)."),
     patience: int = typer.Option(15, "--patience", help="Early-stopping patience on validation balanced accuracy."),
     batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (cosine schedule)."),
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
     loss: str = typer.Option("ldam", "--loss", help="ldam (LDAM-DRW, cosine head) or ce."),
     drw_epoch: int = typer.Option(10, "--drw-epoch", help="Epoch at which deferred re-weighting starts."),
-    augment: str = typer.Option("auto", "--augment", help="auto (flip+shift for images/reconstructions, flip for "
-                                "latents), none, flip, flip2, shift, flip+shift, flip2+shift."),
+    augment: str = typer.Option("auto", "--augment", help="auto (flip+shift for images/reconstructions, none for "
+                                "cached latents), none, flip, flip2, shift, flip+shift, flip2+shift."),
     precise_bn: int = typer.Option(8, "--precise-bn", help="Recompute BatchNorm statistics over N training batches "
                                    "before each validation (0: off)."),
     protocol: str = typer.Option("kfold", "--protocol", help="kfold, or official (the dataset's own split)."),
@@ -73,7 +75,7 @@ def train_cmd(
         cfg = TrainConfig(
             dataset=data, autoencoder=ae, space=space, fold=fold, model=model, pretrained=pretrained,
             noise_cond=noise_cond, distill=distill, distill_teacher=str(teacher) if teacher else None,
-            distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs,
+            distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs, until=until,
             patience=patience, precise_bn_batches=precise_bn, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, loss=loss,
             drw_switch_epoch=drw_epoch, augment=augment, protocol=protocol, k=folds, split_seed=split_seed, seed=seed,

@@ -56,8 +56,12 @@ def build_loss(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, mul
 
 
 def build_optimizer(cfg: TrainConfig, model) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with ``cfg.lr`` / ``cfg.weight_decay`` and a cosine schedule over ``cfg.epochs`` (stepped per epoch)."""
+    """AdamW with ``cfg.lr`` / ``cfg.weight_decay``; a cosine schedule over ``cfg.epochs`` (stepped per epoch),
+    or, with ``cfg.until == "converged"``, halving on a validation plateau (stepped with validation bACC)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.until == "converged":
+        return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                                     patience=max(1, cfg.patience // 3))
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
 
 

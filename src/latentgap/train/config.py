@@ -8,7 +8,7 @@ latents, up to 60 epochs with early stopping on validation balanced accuracy (pa
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,8 +57,12 @@ class TrainConfig(BaseModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)  # timm overrides, e.g. {"dims": [8, 16, 32, 64]}
     pretrained: str = "auto"  # auto | true | false | path to a weights file
     # optimisation
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(60, ge=1)  # the budget; with until="converged" the ceiling
     patience: int = Field(15, ge=1)
+    # "epochs": cosine schedule over `epochs` (early stopping may end it sooner); "converged": train to the
+    # early-stopping point under the `epochs` ceiling, the learning rate halved whenever validation bACC
+    # stalls for patience // 3 epochs, so the schedule does not depend on the ceiling
+    until: Literal["epochs", "converged"] = "epochs"
     precise_bn_batches: int = Field(8, ge=0)  # BatchNorm stats recomputed over N training batches before validation
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)

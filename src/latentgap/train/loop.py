@@ -334,7 +334,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
             loss_fn.set_epoch(epoch)  # DRW switch
         tr = train_one_epoch(model, train_batches, optimizer, loss_fn, device, generator, augment=augment,
                              noise=noise, channels_last=channels_last, scaler=scaler)
-        if scheduler is not None:
+        if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
         if precise_bn_batches > 0:
             order = torch.Generator().manual_seed(10_007 + epoch)
@@ -342,6 +342,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
                                                  generator=order, drop_last_single=True),
                                   device, max_batches=precise_bn_batches, channels_last=channels_last)
         val = evaluate(model, val_batches, device, multilabel=multilabel, channels_last=channels_last)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val["bacc"])  # decays when validation bACC flattens (train.until: converged)
         stop = stopper.step(val["bacc"], epoch, model)
         metrics = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_bacc": val["bacc"],
                    "val_auc": val["auc"], "val_mcc": val["mcc"], "lr": optimizer.param_groups[0]["lr"],

@@ -241,7 +241,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
         "protocol": cfg.protocol, "k": len(splits.folds), "splits_digest": splits.digest(),
         **res, "multilabel": multilabel, "class_names": list(ds.class_names),
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
-        "epochs": n_epochs, "max_epochs": cfg.epochs, "best_epoch": stopper.best_epoch,
+        "epochs": n_epochs, "max_epochs": cfg.epochs, "until": cfg.until, "best_epoch": stopper.best_epoch,
         **convergence(curve["val_bacc"], stopper.best_epoch, cfg.epochs, cfg.patience), "curve": curve,
         "pretrained": bool(info.get("pretrained", False)), "pretrained_reason": info.get("pretrained_reason"),
         "stem_stride": info.get("stem_stride"), "image_size": list(ds.image_size), "input_shape": [c, h, w],
