@@ -31,6 +31,7 @@ sys.exit(0 if s.ok else 1)
 
 def _spec_dict(**kw):
     base = dict(name="claims", datasets=["phantom:n=60", "phantom:n=70"], autoencoders=["taef2"], k=3, seeds=[0],
+                baseline_check=False,
                 train={"sleep": 0.3}, executor={"poll_seconds": 0.2, "claim_heartbeat_seconds": 0.5,
                                                 "claim_stale_seconds": 5})
     return {**base, **kw}
@@ -146,7 +147,7 @@ def test_cli_exits_nonzero_when_a_cell_fails(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text(json.dumps({
         "name": "fails", "datasets": ["phantom:n=24,size=16,classes=3,imbalance=20"], "spaces": ["image"],
-        "k": 3, "folds": [0], "train": {"epochs": 1, "model": "resnet18", "batch_size": 8, "precise_bn_batches": 0,
+        "k": 3, "folds": [0], "baseline_check": False, "train": {"epochs": 1, "model": "resnet18", "batch_size": 8, "precise_bn_batches": 0,
                                         "model_kwargs": {"channels": [8, 8, 8, 8]}}, "device": "cpu"}))
     with pytest.raises(SystemExit) as e:
         main(["study", str(spec), "--out", str(tmp_path / "out"), "--no-report"])

@@ -55,7 +55,8 @@ def test_tiny_real_study_report_renders(tmp_path):
     rows = _rows(tmp_path)
     kinds = [r["kind"] for r in rows.values()]
     # the default `train.data: fold`: one autoencoder and one cache per fold (k = 2)
-    assert kinds.count("autoencoder") == 2 and kinds.count("fidelity") == 2 and kinds.count("result") == 4 * 2
+    # cells: image (+ its baseline check), recon, latent, distilled latent, each on 2 folds
+    assert kinds.count("autoencoder") == 2 and kinds.count("fidelity") == 2 and kinds.count("result") == 5 * 2
     for ae_row in (r for r in rows.values() if r["kind"] == "autoencoder"):
         assert ae_row["steps"] == 6 and (tmp_path / ae_row["weights_dir"] / "model" / "config.json").is_file()
     res = [r for r in rows.values() if r["kind"] == "result"]
@@ -67,8 +68,9 @@ def test_tiny_real_study_report_renders(tmp_path):
     caches = {json.loads((c / "manifest.json").read_text())["autoencoder"]["weights_sha256"]
               for c in (tmp_path / "caches").iterdir()}
     assert caches == set(trained_sha.values())
-    assert {(r["space"], r["variant"]) for r in res} == {("image", "plain"), ("recon", "plain"),
+    assert {(r["space"], r["variant"]) for r in res} == {("image", "plain"), ("image", "baseline"), ("recon", "plain"),
                                                         ("latent", "plain"), ("latent", "distilled")}
+    assert all(r["loss"] == "wce" for r in res if r["variant"] == "baseline")
     # distilled cells were taught by the study's recon cells: logits cached there, no extra teacher trained
     assert not (tmp_path / "teachers").exists()
     for r in res:
@@ -91,8 +93,8 @@ def test_tiny_real_study_report_renders(tmp_path):
     # figures: PSNR vs gap, bACC per space with CIs, validation curves, the originals / reconstructions grid;
     # every one decoded by the browser
     assert total == html.count("<img") >= 4 and ok == total
-    # main results, paired tests, across pairs, fidelity, AE training, ablation, per-class recall
-    assert n_tables == html.count("<table") == 7 and n_rows >= 4 + 2 + 1 + 1 + 1
+    # main results, baseline check, paired tests, across pairs, fidelity, AE training, ablation, per-class recall
+    assert n_tables == html.count("<table") == 8 and n_rows >= 4 + 1 + 2 + 1 + 1 + 1
     assert "Main results" in res_.stdout and "kl-builtin" in res_.stdout
 
 
@@ -143,13 +145,13 @@ def test_sigkill_real_training_resumes_to_identical_rows(tmp_path):
         done = {f.stem for f in (killed / "rows").glob("*.json")}
         running = [p.parent.name for p in (killed / "runs").glob("*/checkpoint.safetensors")
                    if p.parent.name.rsplit("-", 1)[1] not in done]
-        if len(done) >= 6 and running:  # 2 autoencoders, 2 caches, image cells done; a recon/latent cell running
+        if len(done) >= 6 and running:  # autoencoders, caches, image cells done; a recon/latent cell running
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_at_kill = {f.stem for f in (killed / "rows").glob("*.json")}
-    assert 6 <= len(done_at_kill) < 10, "the study must be killed midway"
+    assert 6 <= len(done_at_kill) < 12, "the study must be killed midway"
     running_log = {h: (killed / "runs" / h / "metrics.jsonl").read_text()
                    for h in running if (killed / "runs" / h / "metrics.jsonl").exists()}
     assert running_log, "a cell was mid-training"
@@ -159,7 +161,7 @@ def test_sigkill_real_training_resumes_to_identical_rows(tmp_path):
     subprocess.run([sys.executable, str(script), str(killed)], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, str(script), str(ref)], check=True, stdout=subprocess.DEVNULL)
     rows_killed, rows_ref = _rows(killed), _rows(ref)
-    assert len(rows_ref) == 2 + 2 + 3 * 2 and rows_killed == rows_ref
+    assert len(rows_ref) == 2 + 2 + 4 * 2 and rows_killed == rows_ref  # cells: image, baseline, recon, latent
     after = _mtimes(killed)
     for k, v in finished_runs.items():  # a finished cell or autoencoder was never trained (written) again
         assert after[k] == v, f"{k} was rewritten after the resume"

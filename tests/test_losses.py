@@ -127,3 +127,37 @@ def test_pos_weight_and_bce_hand_computed():
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     want = (-3.0 * math.log(sig(0.5)) - math.log(1 - sig(-1.0))) / 2
     assert float(loss(logits, t)) == pytest.approx(want, rel=1e-6)
+
+
+def test_class_weighted_cross_entropy_matches_hand_computed_weights():
+    """loss "wce" (the baseline recipe): weights n / (K n_j), normalised to mean 1; equals torch's weighted CE
+    with those hand-computed weights."""
+    import numpy as np
+    import torch
+
+    from latentgap.train import TrainConfig, build_loss
+
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)  # n = 10, K = 3
+    loss = build_loss(TrainConfig(dataset="phantom", loss="wce"), labels, 3, False)
+    w = np.array([10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1)])
+    w = w / w.mean()
+    assert torch.allclose(loss.weight, torch.tensor(w, dtype=torch.float32))
+    logits, y = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 2, 0])
+    want = -(torch.tensor(w, dtype=torch.float32)[y] * torch.log_softmax(logits, 1)[torch.arange(5), y]).sum() \
+        / torch.tensor(w, dtype=torch.float32)[y].sum()
+    assert torch.allclose(loss(logits, y), want)
+
+
+def test_baseline_variant_is_the_plain_recipe():
+    from latentgap.train import TrainConfig, build_optimizer
+
+    cfg = TrainConfig(dataset="phantom", variant="baseline", epochs=4, lr=1e-2, model="resnet18").resolved()
+    assert (cfg.loss, cfg.schedule, cfg.variant) == ("wce", "onecycle", "baseline")
+    model = torch.nn.Linear(2, 2)
+    opt, sched = build_optimizer(cfg, model, steps_per_epoch=5)
+    lrs = []
+    for _ in range(20):  # one-cycle over every optimiser step (4 epochs x 5 steps): up to lr, then down
+        lrs.append(opt.param_groups[0]["lr"])  # the lr this step uses
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(1e-2, rel=0.05) and lrs[-1] < 1e-5 and lrs[0] < lrs[4]

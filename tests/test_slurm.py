@@ -65,7 +65,7 @@ def _rows(study):
 
 
 def _spec(executor, **kw):
-    return spec_from_dict({"name": "slurm-toy", "datasets": ["phantom:n=60"], "autoencoders": ["taef2"], "k": 2,
+    return spec_from_dict({"name": "slurm-toy", "datasets": ["phantom:n=60"], "autoencoders": ["taef2"], "k": 2, "baseline_check": False,
                            "seeds": [0], "executor": executor, **kw})
 
 

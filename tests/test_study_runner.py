@@ -29,7 +29,7 @@ TESTS = Path(__file__).resolve().parent
 
 def _spec(**kw):
     base = dict(name="toy", datasets=["phantom:n=60", "phantom:n=70"], autoencoders=["taef2"], k=3,
-                seeds=[0], train={})
+                seeds=[0], train={}, baseline_check=False)
     return spec_from_dict({**base, **kw})
 
 
@@ -83,7 +83,7 @@ sys.exit(0 if s.ok else 1)
 
 def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
     spec_dict = dict(name="kill", datasets=["phantom:n=60", "phantom:n=70"], autoencoders=["taef2"], k=3,
-                     seeds=[0], train={"sleep": 0.2})
+                     seeds=[0], train={"sleep": 0.2}, baseline_check=False)
     script = tmp_path / "run.py"
     script.write_text(_SCRIPT.format(spec=spec_dict, tests=str(TESTS)))
     killed, ref = tmp_path / "killed", tmp_path / "ref"

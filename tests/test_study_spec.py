@@ -60,14 +60,17 @@ def test_presets_load_and_expand():
     demo = load_preset("demo")
     prep, cells = expand_grid(demo)
     # the demo trains its autoencoder first (one training task), then builds one cache
-    assert [t.kind for t in prep] == ["train-autoencoder", "prepare"] and len(cells) == 3 * 3  # 3 spaces x 3 folds
+    # 3 spaces x 3 folds, plus the image-space baseline check on each fold
+    assert [t.kind for t in prep] == ["train-autoencoder", "prepare"] and len(cells) == 3 * 3 + 3
+    assert sum(t.config["variant"] == "baseline" and t.config["space"] == "image" for t in cells) == 3
     assert demo.autoencoders[0].train is not None and demo.autoencoders[0].key == "kl-builtin"
     shared = load_preset("shared-data")
     prep, cells = expand_grid(shared)
     # kl-builtin is trained per fold on that fold's training part of each dataset (the default `data: fold`):
     # 3 x 5 trainings; caches: 3 for taef2 + 15 for the per-fold kl-builtin
     assert sum(t.kind == "train-autoencoder" for t in prep) == 15 and sum(t.kind == "prepare" for t in prep) == 18
-    assert len(cells) == 3 * (1 + 2 * 2) * 5 + 2 * 5  # + noise-conditioned and distilled on ISIC x TAEF2
+    # + noise-conditioned and distilled on ISIC x TAEF2, + the image baseline check per dataset and fold
+    assert len(cells) == 3 * (1 + 2 * 2) * 5 + 2 * 5 + 3 * 5
     assert {"taef2", "kl-builtin"} <= {e.key for e in shared.autoencoders}
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         load_preset("nope")
@@ -80,8 +83,8 @@ def test_grid_hashes_are_stable_and_distinct():
     assert len(set(hashes)) == len(hashes)
     assert [t.hash for t in expand_grid(s)[1]] == [t.hash for t in cells]
     # image cells: one per fold x seed, shared by autoencoders; variants only in latent space
-    assert sum(t.config["space"] == "image" for t in cells) == 3 * 2
-    assert {t.config["space"] for t in cells if t.config["variant"] != "plain"} == {"latent"}
+    assert sum(t.config["space"] == "image" for t in cells) == 3 * 2 * 2  # the study recipe and the baseline check
+    assert {t.config["space"] for t in cells if t.config["variant"] not in ("plain", "baseline")} == {"latent"}
     # executor settings do not change what a cell computes, training settings do
     s2 = with_overrides(s, kind="slurm", partition="gpu", workers=3)
     assert s2.executor.kind == "slurm" and s2.executor.slurm.partition == "gpu"
@@ -91,7 +94,7 @@ def test_grid_hashes_are_stable_and_distinct():
     # variants_on restricts the non-plain variants to a sub-grid
     s5 = spec_from_dict({**BASE, "datasets": ["phantom:n=50,size=16", "phantom:n=60,size=16"],
                          "variants": ["plain", "distilled"], "variants_on": {"datasets": ["phantom:n=60,size=16"]}})
-    variant_ds = {t.config["dataset"] for t in expand_grid(s5)[1] if t.config["variant"] != "plain"}
+    variant_ds = {t.config["dataset"] for t in expand_grid(s5)[1] if t.config["variant"] == "distilled"}
     assert variant_ds == {"phantom:n=60,size=16"}
     # per-space settings reach only that space's cells
     s4 = spec_from_dict({**BASE, "space_train": {"latent": {"model": "convnext_atto"}}})
@@ -202,4 +205,4 @@ def test_untrained_builtin_autoencoder_is_refused_for_real_studies(tmp_path):
     with pytest.raises(UserError, match=r"autoencoders\[0\]: 'kl-builtin' without train settings"):
         run_study(spec_from_dict(BASE), tmp_path, dry_run=True)
     trained = spec_from_dict({**BASE, "autoencoders": [{"name": "kl-builtin", "train": {"steps": 5}}]})
-    assert "3 autoencoder trainings, 3 cache/fidelity tasks, 9 cells" in run_study(trained, tmp_path, dry_run=True)
+    assert "3 autoencoder trainings, 3 cache/fidelity tasks, 12 cells" in run_study(trained, tmp_path, dry_run=True)

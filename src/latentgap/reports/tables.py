@@ -127,6 +127,17 @@ def across_table(rows: pd.DataFrame, metric: str = "bacc") -> pd.DataFrame:
     })
 
 
+def baseline_display(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
+    b = S.baseline_check(rows, margin=margin)
+    return pd.DataFrame({
+        "dataset": b["dataset"], "folds": b["n"],
+        "study recipe": [f"{v:.3f}" for v in b["mean_recipe"]],
+        "baseline (wCE, one-cycle)": [f"{v:.3f}" for v in b["mean_baseline"]],
+        "baseline − recipe [95% CI]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                                       zip(b["mean_diff"], b["ci_low"], b["ci_high"])],
+        "corrected p": [fmt_p(p) for p in b["p"]], "verdict": b["verdict"]})
+
+
 def fidelity_display(rows: pd.DataFrame) -> pd.DataFrame:
     f = S.fidelity_table(rows)
     return pd.DataFrame({

@@ -109,6 +109,8 @@ def classification_grid(spec: StudySpec) -> list[Task]:
     for ds in spec.datasets:
         if "image" in spec.spaces:
             combos.append((ds, None, "image", "plain"))
+            if spec.baseline_check:
+                combos.append((ds, None, "image", "baseline"))
         for ae in spec.autoencoders:
             for space in ("recon", "latent"):
                 if space in spec.spaces:

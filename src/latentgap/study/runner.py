@@ -37,7 +37,7 @@ from ..storage import atomic_write_text, read_json
 from .claims import Claims, ClaimSettings
 from .executors import make_executor
 from .grids import grid_builder
-from .spec import StudySpec, check_autoencoders_trained, check_train_fields
+from .spec import StudySpec, check_autoencoders_trained, check_train_fields, spec_from_dict
 from .tasks import CLAIMED, DONE_ELSEWHERE, Task, failed_path, row_path
 
 
@@ -85,6 +85,10 @@ def init_study_dir(spec: StudySpec, study_dir: Path) -> None:
     if saved.exists():
         old = yaml.safe_load(saved.read_text()) or {}
         old.pop("executor", None)
+        try:  # through today's spec model: fields added since (with their defaults) are not a difference
+            old = {k: v for k, v in spec_from_dict(old, str(saved)).model_dump(mode="json").items() if k != "executor"}
+        except UserError:
+            pass
         if {k: v for k, v in new.items() if k != "executor"} != old:
             raise UserError(f"'{study_dir}' holds a different study (study.yaml differs from this spec)",
                             "use another --out folder, or delete its study.yaml to adopt this spec "

@@ -205,6 +205,10 @@ class StudySpec(_Strict):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     device: str = "auto"
     examples: int = Field(6, ge=0, le=32)  # originals/reconstructions saved per pair for the report figure
+    # beside every image-space cell, the same architecture and budget with the plain, strong recipe
+    # (variant "baseline": class-weighted cross-entropy, one-cycle schedule); the report says when it beats
+    # the study's own recipe -- a gap measured against an under-fitted baseline is not a gap
+    baseline_check: bool = True
 
     @field_validator("autoencoders", mode="before")
     @classmethod

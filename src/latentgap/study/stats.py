@@ -540,6 +540,39 @@ def gap_table(rows: pd.DataFrame, metric: str = "bacc") -> pd.DataFrame:
     return pm
 
 
+def baseline_check(rows: pd.DataFrame, metric: str = "bacc", margin: float = MARGIN,
+                   alpha: float = ALPHA) -> pd.DataFrame:
+    """Per dataset: the study's image-space recipe (variant ``plain``) against the plain, strong recipe of the
+    same architecture and budget (variant ``baseline``: class-weighted CE, one-cycle), paired on folds with the
+    corrected test. ``baseline_wins`` when the baseline is ahead by more than ``margin`` with corrected
+    p < ``alpha``: the study's recipe is under-fitting in this regime and the gap must not be read off it.
+
+    Returns columns dataset, n, mean_recipe, mean_baseline, mean_diff (baseline - recipe), ci_low, ci_high,
+    p, verdict, baseline_wins.
+    """
+    cols = ["dataset", "n", "mean_recipe", "mean_baseline", "mean_diff", "ci_low", "ci_high", "p", "verdict",
+            "baseline_wins"]
+    pairs = paired_values(rows, "image", "image", metric, variant_a="baseline", variant_b="plain")
+    if not len(pairs):
+        return pd.DataFrame(columns=cols)
+    # image rows are copied to every autoencoder of their dataset: one copy per fold is the comparison
+    pairs = pairs.drop_duplicates(["dataset", "split_seed", "fold"])
+    out = []
+    for ds, g in pairs.groupby("dataset", sort=True):
+        r = compare_pairs(g, margin=margin, alpha=alpha)
+        wins = bool(r["mean_diff"] > margin and r["p"] < alpha)
+        if wins:
+            verdict = "baseline better: the study's image recipe under-fits here; change it before reading the gap"
+        elif r["mean_diff"] < -margin and r["p"] < alpha:
+            verdict = "study recipe better"
+        else:
+            verdict = "no difference beyond noise"
+        out.append({"dataset": ds, "n": r["n"], "mean_recipe": r["mean_b"], "mean_baseline": r["mean_a"],
+                    "mean_diff": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p"],
+                    "verdict": verdict, "baseline_wins": wins})
+    return pd.DataFrame(out, columns=cols)
+
+
 def fidelity_table(rows: pd.DataFrame) -> pd.DataFrame:
     """PSNR / SSIM mean and std per dataset x autoencoder from fidelity rows.
 

@@ -50,15 +50,24 @@ def build_loss(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, mul
             raise UserError(f"class {int(np.argmin(counts))} has no training sample in fold {cfg.fold}",
                             "use fewer folds or --loss ce")
         base = LDAMLoss(counts, cfg.ldam_max_margin, cfg.ldam_s, cfg.drw_switch_epoch, cfg.drw_beta)
+    elif cfg.loss == "wce":  # inverse class frequency, mean weight 1 (an empty class gets none)
+        w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+        base = torch.nn.CrossEntropyLoss(weight=torch.as_tensor(w / w[counts > 0].mean(), dtype=torch.float32))
     else:
         base = torch.nn.CrossEntropyLoss()
     return DistillationLoss(base, cfg.distill_alpha, cfg.distill_temperature) if cfg.distill else base
 
 
-def build_optimizer(cfg: TrainConfig, model) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with ``cfg.lr`` / ``cfg.weight_decay``; a cosine schedule over ``cfg.epochs`` (stepped per epoch),
-    or, with ``cfg.until == "converged"``, halving on a validation plateau (stepped with validation bACC)."""
+def build_optimizer(cfg: TrainConfig, model, steps_per_epoch: int = 1
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with ``cfg.lr`` / ``cfg.weight_decay``; a cosine schedule over ``cfg.epochs`` (stepped per epoch);
+    with ``cfg.schedule == "onecycle"`` a one-cycle schedule peaking at ``cfg.lr`` over every optimiser step
+    (stepped per batch, so ``steps_per_epoch`` is needed); with ``cfg.until == "converged"`` halving on a
+    validation plateau (stepped with validation bACC)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "onecycle":
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
+                                                              total_steps=cfg.epochs * max(1, steps_per_epoch))
     if cfg.until == "converged":
         return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
                                                                      patience=max(1, cfg.patience // 3))

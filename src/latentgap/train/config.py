@@ -16,11 +16,14 @@ from ..errors import UserError
 from ..latents.spaces import SPACES
 from ..storage import stable_hash
 
-LOSSES = ("ldam", "ce")
+LOSSES = ("ldam", "ce", "wce")  # wce: cross-entropy with inverse-frequency class weights
 # "shift" alone is for data whose classes are not mirror-symmetric (a flip turns a stripe at 60 deg into 120 deg)
 AUGMENTS = ("auto", "none", "shift", "flip", "flip2", "flip+shift", "flip2+shift")
 # variant names (the study's grid) and the switch each one turns on
 VARIANT_SWITCHES = {"tuned": "hpo", "noise-conditioned": "noise_cond", "distilled": "distill"}
+# variants that are another training recipe: "baseline" is the plain, strong recipe every study checks its
+# default image-space recipe against (class-weighted cross-entropy, linear head, one-cycle schedule)
+VARIANT_RECIPES = {"baseline": {"loss": "wce", "schedule": "onecycle"}}
 DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_tiny"}
 # settings that do not change what is computed: left out of the config hash (a run may resume elsewhere)
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
@@ -63,6 +66,9 @@ class TrainConfig(BaseModel):
     # early-stopping point under the `epochs` ceiling, the learning rate halved whenever validation bACC
     # stalls for patience // 3 epochs, so the schedule does not depend on the ceiling
     until: Literal["epochs", "converged"] = "epochs"
+    # "cosine": per-epoch cosine decay; "onecycle": per-step one-cycle (warm-up to lr, then anneal; PyTorch's
+    # OneCycleLR) -- the baseline recipe's schedule
+    schedule: Literal["cosine", "onecycle"] = "cosine"
     precise_bn_batches: int = Field(8, ge=0)  # BatchNorm stats recomputed over N training batches before validation
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -117,16 +123,24 @@ class TrainConfig(BaseModel):
         if self.protocol not in ("kfold", "official"):
             raise UserError(f"unknown protocol '{self.protocol}'", "use kfold or official")
         upd: dict[str, Any] = {}
+        recipes = []
         if self.variant != "auto":
             for part in self.variant.split("+"):
                 if part == "plain":
                     continue
+                if part in VARIANT_RECIPES:
+                    upd.update(VARIANT_RECIPES[part])
+                    recipes.append(part)
+                    continue
                 if part not in VARIANT_SWITCHES:
-                    raise UserError(f"unknown variant '{part}'",
-                                    f"use plain or a +-joined set of: {', '.join(VARIANT_SWITCHES)}")
+                    raise UserError(f"unknown variant '{part}'", "use plain or a +-joined set of: "
+                                    f"{', '.join([*VARIANT_SWITCHES, *VARIANT_RECIPES])}")
                 upd[VARIANT_SWITCHES[part]] = True
         cfg = self.model_copy(update=upd)
-        names = [name for name, switch in VARIANT_SWITCHES.items() if getattr(cfg, switch)]
+        if cfg.until == "converged" and cfg.schedule == "onecycle":
+            raise UserError("a one-cycle schedule needs a fixed number of epochs, not until=converged",
+                            "use --until epochs with the one-cycle schedule")
+        names = recipes + [name for name, switch in VARIANT_SWITCHES.items() if getattr(cfg, switch)]
         model = cfg.model or DEFAULT_MODEL[cfg.space]
         CLASSIFIERS.get(model)  # unknown model -> UserError listing the choices
         if cfg.teacher_model:

@@ -102,7 +102,7 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
         tcfg = trial_config(cfg, upd)
         model, channels_last = place_model(build_model(tcfg, c, num_classes, (h, w), multilabel), tcfg, device)
         loss_fn = build_loss(tcfg, labels, num_classes, multilabel).to(device)
-        opt, sched = build_optimizer(tcfg, model)
+        opt, sched = build_optimizer(tcfg, model, steps_per_epoch=-(-len(inner_tr) // tcfg.batch_size))
         g = torch.Generator().manual_seed(cfg.seed + trial.number)
         noise = build_noise(tcfg, device)
         stopper = fit(model, opt, sched, loss_fn,

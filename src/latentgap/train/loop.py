@@ -91,7 +91,7 @@ def _forward(model: nn.Module, x: torch.Tensor, sigma: torch.Tensor | None) -> t
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, loss_fn: Callable,
                     device: torch.device, generator: torch.Generator, *, augment: Augment | None = None,
                     noise: NoiseSampling | None = None, channels_last: bool = False,
-                    scaler: "torch.amp.GradScaler | None" = None) -> dict:
+                    scaler: "torch.amp.GradScaler | None" = None, batch_scheduler=None) -> dict:
     """One pass over ``loader``; returns {"loss": mean loss, "acc": training accuracy}.
 
     Args:
@@ -128,6 +128,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         else:
             loss.backward()
             optimizer.step()
+        if batch_scheduler is not None:  # a per-step schedule (one-cycle)
+            batch_scheduler.step()
         tot_loss += loss.item() * len(x)
         seen += len(x)
         if y.ndim == 1:
@@ -332,9 +334,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
         t0 = time.perf_counter()
         if hasattr(loss_fn, "set_epoch"):
             loss_fn.set_epoch(epoch)  # DRW switch
+        per_step = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
         tr = train_one_epoch(model, train_batches, optimizer, loss_fn, device, generator, augment=augment,
-                             noise=noise, channels_last=channels_last, scaler=scaler)
-        if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                             noise=noise, channels_last=channels_last, scaler=scaler,
+                             batch_scheduler=scheduler if per_step else None)
+        if scheduler is not None and not per_step and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
         if precise_bn_batches > 0:
             order = torch.Generator().manual_seed(10_007 + epoch)

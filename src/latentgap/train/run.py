@@ -193,7 +193,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
 
     model, channels_last = place_model(build_model(cfg, c, k, (h, w), multilabel), cfg, device)
     loss_fn = build_loss(cfg, train_labels, k, multilabel).to(device)
-    optimizer, scheduler = build_optimizer(cfg, model)
+    optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch=-(-len(train) // cfg.batch_size))
     g = torch.Generator().manual_seed(cfg.seed)
     stopper = EarlyStopping(cfg.patience)
     noise = build_noise(cfg, device)
