@@ -166,3 +166,21 @@ def test_rows_of_other_code_are_not_mixed_in_silently(tmp_path):
     from latentgap.reports import build_report
 
     assert "more than one version of the code" in build_report(tmp_path)["md"].read_text()
+
+
+def test_pool_workers_use_their_share_of_the_cores():
+    """A pool worker runs with cores / workers intra-op threads even though torch is imported before its
+    initializer runs (the thread count changes the numbers; a demo once ran with 2 threads per worker)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from latentgap.study.executors import _limit_threads
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_limit_threads, initargs=(1,)) as pool:
+        assert pool.submit(_torch_threads).result() == 1
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

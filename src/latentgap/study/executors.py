@@ -137,9 +137,14 @@ def _status(out) -> str | None:
 
 
 def _limit_threads(n: int) -> None:
-    # read by torch / BLAS when the worker first imports them: workers share the cores instead of oversubscribing
+    # workers share the cores instead of oversubscribing them. The variables are read by BLAS / OpenMP when
+    # first loaded; torch may already be imported by the time this initializer runs (unpickling it imports
+    # this module), so its intra-op pool is set directly too -- the thread count changes the numbers.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
 
 
 class SlurmExecutor:
