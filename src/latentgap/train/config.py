@@ -27,6 +27,8 @@ VARIANT_RECIPES = {"baseline": {"loss": "wce", "schedule": "onecycle"}}
 DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_tiny"}
 # settings that do not change what is computed: left out of the config hash (a run may resume elsewhere)
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
+# settings added after runs existed: in the hash only when not at their default, so earlier runs keep theirs
+_HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine"}
 
 
 def _relative_to_root(value: str | None, root: str | None) -> str | None:
@@ -163,7 +165,8 @@ class TrainConfig(BaseModel):
         An autoencoder or teacher folder inside ``root`` (a study's trained autoencoder, its recon cell)
         enters the hash relative to ``root``, so the same cell in two study folders has one hash.
         """
-        d = {k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED}
+        d = {k: v for k, v in self.model_dump().items()
+             if k not in _NOT_HASHED and not (k in _HASHED_IF_CHANGED and v == _HASHED_IF_CHANGED[k])}
         for key in ("autoencoder", "distill_teacher"):
             d[key] = _relative_to_root(d[key], self.root)
         return stable_hash(d)
