@@ -154,3 +154,31 @@ def test_cli_exits_nonzero_when_a_cell_fails(tmp_path, capsys):
     assert e.value.code == 1
     out = capsys.readouterr().out
     assert "1 failed" in out and "fewer than the 3 folds" in out
+
+
+@pytest.mark.slow
+def test_two_cli_runners_on_a_real_study(tmp_path):
+    """Two `latentgap study` commands started at once on one folder (real, tiny training): each task is run by
+    exactly one of them (the other reports it as held or finished elsewhere), both exit 0, and the rows equal
+    a single runner's."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(json.dumps({
+        "name": "two", "datasets": ["phantom:n=60,size=16,classes=2,imbalance=2,feature=intensity"],
+        "spaces": ["image"], "k": 3, "seeds": [0, 1], "device": "cpu",
+        "executor": {"poll_seconds": 0.5, "claim_heartbeat_seconds": 1, "claim_stale_seconds": 10},
+        "train": {"epochs": 1, "batch_size": 16, "pretrained": "false", "precise_bn_batches": 0, "model": "resnet18",
+                  "model_kwargs": {"channels": [8, 8, 8, 8]}}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = lambda out: ["latentgap", "study", str(spec), "--out", str(out), "--no-report"]
+    procs = [subprocess.Popen(cmd(tmp_path / "shared"), stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    ran = [{ln.split()[1] for ln in o.splitlines() if ln.startswith("[") and ln.endswith(": ok")} for o in outs]
+    assert not ran[0] & ran[1], "a task was run by both runners"
+    assert len(ran[0] | ran[1]) == 12 and ran[0] and ran[1]  # (plain + baseline) x 3 folds x 2 seeds, both worked
+    single = subprocess.run(cmd(tmp_path / "single"), capture_output=True, text=True, env=env)
+    assert single.returncode == 0, single.stdout
+    vol = {"task_seconds", "train_seconds", "seconds_per_epoch"}
+    rows = lambda d: {f.stem: {k: v for k, v in json.loads(f.read_text()).items() if k not in vol}
+                      for f in (d / "rows").glob("*.json")}
+    assert rows(tmp_path / "shared") == rows(tmp_path / "single")
