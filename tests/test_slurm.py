@@ -96,9 +96,11 @@ def test_cancelled_job_is_reported_failed(slurm, tmp_path):
         time.sleep(1)
         q = subprocess.run(["squeue", "-h", "-n", "latentgap", "-t", "RUNNING", "-o", "%i"], capture_output=True,
                            text=True).stdout.split()
-        logs = list(tmp_path.rglob("*_log.out"))
-        if q and logs:  # running and started by submitit
-            job = q[0]
+        # this study's job (its log is <jobid>_<task>_log.out), not one of an earlier test still finishing
+        mine = [p.name.split("_")[0] for p in tmp_path.rglob("*_log.out")]
+        running = [j for j in q if j.split("_")[0] in mine]
+        if running:  # running and started by submitit
+            job = running[0]
     assert job, "the cell's job never started"
     subprocess.run(["scancel", job], check=True)
     t.join(timeout=120)
