@@ -152,6 +152,7 @@ def test_load_run_rebuilds_the_model_and_its_latent_normalisation(tmp_path, one_
     row = run_training(cfg, tmp_path / "run", TrainInputs(ds, splits, cache, root))  # ready inputs: no AE load
     run = load_run(tmp_path / "run")
     assert run.inputs["space"] == "latent" and run.config.model == "convnext_atto" and run.result == row
+    assert row["split_seed"] == 0  # split repeats are told apart in the statistics by it
     test = np.asarray(splits.folds[0].test)
     z = torch.from_numpy(np.asarray(cache.latents[test], dtype=np.float32))  # raw, un-normalised latents
     mean, std = cache.fold_stats(splits, 0)

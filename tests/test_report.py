@@ -258,3 +258,23 @@ def test_baseline_check_says_when_the_plain_recipe_wins(tmp_path):
         (tmp_path / "rows" / f"c{i}.json").write_text(json.dumps(r))
     md = build_report(tmp_path)["md"].read_text()
     assert "## Baseline check" in md and "dsX: the plain baseline recipe beats the study's image recipe by 5.0 pts" in md
+
+
+def test_cli_report_margin_reaches_the_equivalence_verdicts(tmp_path, capsys):
+    """`latentgap report --margin`: a wider margin turns "not shown equivalent" into "equivalent"."""
+    rows = []
+    for f, (img, rec) in enumerate([(0.80, 0.77), (0.82, 0.80), (0.78, 0.75), (0.81, 0.78), (0.79, 0.77)]):
+        common = dict(kind="result", dataset="dsY", variant="plain", fold=f, seed=0, n_test=20, n_train=80, k=5,
+                      splits_digest="d", image_size=[16, 16], converged=True)
+        rows += [{**common, "autoencoder": "none", "space": "image", "bacc": img},
+                 {**common, "autoencoder": "aeY", "space": "recon", "bacc": rec}]
+    (tmp_path / "rows").mkdir()
+    for i, r in enumerate(rows):
+        (tmp_path / "rows" / f"c{i}.json").write_text(json.dumps(r))
+    main(["report", str(tmp_path)])
+    assert "reconstructions not shown equivalent to images" in (tmp_path / "report.md").read_text()
+    main(["report", str(tmp_path), "--margin", "0.1"])
+    assert "reconstructions equivalent to images (±10 pts" in (tmp_path / "report.md").read_text()
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path), "--margin", "5"])
+    assert e.value.code == 2 and "--margin 5.0 is not a bACC difference" in capsys.readouterr().err

@@ -238,7 +238,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     row = {
         "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(), **ae_identity(cache, cfg.autoencoder),
         "space": cfg.space, "variant": cfg.variant, "model": cfg.model, "fold": cfg.fold, "seed": cfg.seed,
-        "protocol": cfg.protocol, "k": len(splits.folds), "splits_digest": splits.digest(),
+        "protocol": cfg.protocol, "k": len(splits.folds), "split_seed": cfg.split_seed, "splits_digest": splits.digest(),
         **res, "multilabel": multilabel, "class_names": list(ds.class_names),
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "epochs": n_epochs, "max_epochs": cfg.epochs, "until": cfg.until, "best_epoch": stopper.best_epoch,
