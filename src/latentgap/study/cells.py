@@ -81,7 +81,7 @@ def prepare_pair(cfg: dict[str, Any], out_dir: Path, inputs: Inputs) -> dict[str
     else:
         row = summarize_fidelity(cache, ds, split="all")
     row["ae_in_sample"] = bool(cfg.get("ae_in_sample"))  # trained on every image, test images included
-    row["ae_fold"] = cfg.get("fold")
+    row["ae_fold"] = fold["fold"] if fold else None  # the fold whose training part the autoencoder saw
     idx = example_indices(np.asarray(ds.labels), cfg["examples"])
     if len(idx):
         save_examples(out_dir / "examples.npz", ds.load_uint8(idx), np.asarray(cache.recon[idx]),

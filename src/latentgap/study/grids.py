@@ -96,7 +96,7 @@ def classification_grid(spec: StudySpec) -> list[Task]:
                     needs = {"autoencoder": h}
                 key = _pair_key(spec, ds, ae, fold)
                 h = "p" + stable_hash(key)
-                cfg = {**key, "ae_name": ae.name, "device": spec.device, "fold": fold,
+                cfg = {**key, "ae_name": ae.name, "device": spec.device,
                        "ae_in_sample": ae_training_mode(ae) == "all",
                        # report examples once per pair (the first fold's autoencoder when there is one per fold)
                        "examples": spec.examples if fold in (None, spec.fold_ids[0]) else 0}
