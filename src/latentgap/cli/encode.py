@@ -47,6 +47,8 @@ def encode_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Part of each fold's training data held out for early stopping."),
     cache_dir: Optional[Path] = CacheOpt,
+    views: str = typer.Option("identity", "--views", help="Encode-time views to store, comma-separated, identity "
+                              "first (identity, hflip, vflip, hvflip, rot90, rot270), e.g. identity,hflip."),
     device: str = DeviceOpt,
 ) -> None:
     """Encode a dataset once into a memory-mapped latent cache (resumable), with reconstructions,
@@ -59,13 +61,15 @@ def encode_cmd(
     ds = open_dataset(data, resize=resize)
     t0 = time.perf_counter()
     cache = ensure_cache(ds, ae, root_, grey_to_rgb=grey_to_rgb, dtype=dtype, batch_size=batch_size,
-                         chunk_size=chunk_size, with_recon=recon, device=device, cache=cache_dir)
+                         chunk_size=chunk_size, with_recon=recon, device=device, cache=cache_dir,
+                         views=[v.strip() for v in views.split(",") if v.strip()])
     sp_path = splits_path(root_, ds, protocol, folds, seed)
     splits = load_or_make_splits(sp_path, ds, protocol=protocol, k=folds, seed=seed, val_fraction=val_fraction)
     for f in range(len(splits.folds)):
         cache.fold_stats(splits, f)
     dt = time.perf_counter() - t0
-    _console.print(f"cache   {cache.path}\nlatents {len(cache)} x {tuple(cache.latent_shape)} {dtype}\n"
+    _console.print(f"cache   {cache.path}\nlatents {len(cache)} x {tuple(cache.latent_shape)} {dtype}, views "
+                   f"{', '.join(cache.views)}\n"
                    f"splits  {sp_path} ({len(splits.folds)} fold(s), normalisation statistics per fold)\n"
                    f"time    {dt:.1f} s")
 

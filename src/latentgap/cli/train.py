@@ -47,8 +47,12 @@ def train_cmd(
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
     loss: str = typer.Option("ldam", "--loss", help="ldam (LDAM-DRW, cosine head) or ce."),
     drw_epoch: int = typer.Option(10, "--drw-epoch", help="Epoch at which deferred re-weighting starts."),
-    augment: str = typer.Option("auto", "--augment", help="auto (flip+shift for images/reconstructions, none for "
-                                "cached latents), none, flip, flip2, shift, flip+shift, flip2+shift."),
+    augment: str = typer.Option("auto", "--augment", help="auto (with --views: none, the views are the augmentation; "
+                                "else flip+shift for images/reconstructions, none for cached latents), none, flip, "
+                                "flip2, shift, flip+shift, flip2+shift."),
+    views: str = typer.Option("identity", "--views", help="Encode-time views a training sample draws from, comma-"
+                              "separated, identity first (e.g. identity,hflip): every space sees the same augmented "
+                              "image; the cache stores the latents of each view."),
     precise_bn: int = typer.Option(8, "--precise-bn", help="Recompute BatchNorm statistics over N training batches "
                                    "before each validation (0: off)."),
     protocol: str = typer.Option("kfold", "--protocol", help="kfold, or official (the dataset's own split)."),
@@ -78,7 +82,8 @@ def train_cmd(
             distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs, until=until,
             patience=patience, precise_bn_batches=precise_bn, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, loss=loss,
-            drw_switch_epoch=drw_epoch, augment=augment, protocol=protocol, k=folds, split_seed=split_seed, seed=seed,
+            drw_switch_epoch=drw_epoch, augment=augment, views=[v.strip() for v in views.split(",") if v.strip()],
+            protocol=protocol, k=folds, split_seed=split_seed, seed=seed,
             resize=resize, root=str(root) if root else None, device=device,
         )
     except ValidationError as e:

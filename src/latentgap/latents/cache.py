@@ -8,6 +8,8 @@ Layout of a finished cache directory::
     psnr.npy, ssim.npy     (N,) float64 per-image fidelity, computed on the float reconstructions
     chunks/NNNNN.json      one marker per finished chunk (with the sha256 of its latent bytes)
     norm/<digest>-fold<k>.json   channel mean/std over that fold's *training* part
+    views/<view>/latents.npy, views/<view>/recon.npy   the same for each extra encode-time view
+                           (``views: [identity, hflip, ...]``; see ``latentgap.latents.views``)
 
 A cache is built in ``<dir>.partial/`` and renamed when every chunk is done, so a finished cache is
 never rewritten. Chunks are written with positioned writes (``os.pwrite``) rather than through a
@@ -36,13 +38,14 @@ from ..storage import atomic_write_json, read_json, stable_hash
 from ..progress import progress_bar
 from .fidelity import psnr, ssim
 from .spaces import NpyRows
+from .views import IDENTITY, apply_view, check_views
 
 FORMAT_VERSION = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
 # Manifest keys that must agree between a request and an existing cache (see `_request`).
 _MATCH_KEYS = ("format_version", "autoencoder", "dataset_fingerprint", "image_size", "channels", "dtype",
-               "grey_to_rgb", "with_recon")
+               "grey_to_rgb", "with_recon", "views")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -74,6 +77,27 @@ class LatentCache:
         """(N, H, W, C) uint8 reconstructions, or None for a cache built without them."""
         p = self.path / "recon.npy"
         return np.load(p, mmap_mode="r") if p.exists() else None
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The encode-time views this cache holds (identity first; a cache without the field holds identity)."""
+        return tuple(self.manifest.get("views", IDENTITY))
+
+    def latents_path(self, view: str = "identity") -> Path:
+        """The ``.npy`` file of the latents of ``view`` (UserError if the cache was built without it)."""
+        return self._view_dir(view) / "latents.npy"
+
+    def recon_path(self, view: str = "identity") -> Path:
+        """The ``.npy`` file of the reconstructions of ``view``."""
+        if not self.manifest["with_recon"]:
+            raise UserError(f"cache '{self.path}' has no reconstructions", "re-encode without --no-recon")
+        return self._view_dir(view) / "recon.npy"
+
+    def _view_dir(self, view: str) -> Path:
+        if view not in self.views:
+            raise UserError(f"latent cache '{self.path}' holds the views {list(self.views)}, not '{view}'",
+                            f"build a cache with views including '{view}' (study spec: cache.views)")
+        return self.path if view == "identity" else self.path / "views" / view
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -154,9 +178,11 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _request(ds, ae, *, dtype: str, grey_to_rgb: bool, with_recon: bool) -> dict[str, Any]:
+def _request(ds, ae, *, dtype: str, grey_to_rgb: bool, with_recon: bool,
+             views: tuple[str, ...] = IDENTITY) -> dict[str, Any]:
     """The part of the manifest that identifies a cache (compared on reuse, hashed into its name)."""
     info = _jsonable(ae.info)
+    extra = {} if tuple(views) == IDENTITY else {"views": list(views)}  # identity-only caches keep their name
     return {
         "format_version": FORMAT_VERSION,
         "autoencoder": {k: info.get(k) for k in ("name", "backend", "weights_id", "weights_sha256",
@@ -167,6 +193,7 @@ def _request(ds, ae, *, dtype: str, grey_to_rgb: bool, with_recon: bool) -> dict
         "dtype": dtype,
         "grey_to_rgb": bool(grey_to_rgb),
         "with_recon": bool(with_recon),
+        **extra,
     }
 
 
@@ -201,7 +228,8 @@ def _npy_layout(path: Path) -> tuple[int, int]:
 
 def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float16", grey_to_rgb: bool = True,
                    batch_size: int = 64, chunk_size: int = 4096, with_recon: bool = True,
-                   device: torch.device | str = "cpu", progress: bool | None = None) -> LatentCache:
+                   device: torch.device | str = "cpu", progress: bool | None = None,
+                   views: tuple[str, ...] | list[str] | None = None) -> LatentCache:
     """Encode every image of ``ds`` with ``ae`` into ``cache_dir`` (resumable; see the module docstring).
 
     Args:
@@ -212,6 +240,9 @@ def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float1
         batch_size, chunk_size: images per forward pass / per resumable unit (chunk_size is rounded to a
             multiple of batch_size so that batches, and hence bytes, do not depend on where a run stopped).
         with_recon: also decode and store reconstructions and per-image PSNR/SSIM.
+        views: encode-time views (identity first, e.g. ``["identity", "hflip"]``): the latents and
+            reconstructions of ``view(x)`` are stored for each (``latentgap.latents.views``); PSNR/SSIM are of
+            the identity view. None: identity only.
     """
     from ..autoencoders import adapt_images, restore_channels
     from ..data import to_uint8
@@ -219,7 +250,8 @@ def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float1
     if dtype not in _DTYPES:
         raise UserError(f"unknown latent dtype '{dtype}'", "use float16 or float32")
     final = Path(cache_dir)
-    request = _request(ds, ae, dtype=dtype, grey_to_rgb=grey_to_rgb, with_recon=with_recon)
+    views = check_views(views, tuple(ds.image_size))
+    request = _request(ds, ae, dtype=dtype, grey_to_rgb=grey_to_rgb, with_recon=with_recon, views=views)
     if final.exists():
         return open_cache(final, expect=request)
     device = torch.device(device)
@@ -242,10 +274,14 @@ def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float1
             latent_shape = tuple(ae.encode(x0).shape[1:])  # probe: exact shape after any patching
         part.mkdir(parents=True, exist_ok=True)
         (part / "chunks").mkdir(exist_ok=True)
-        _create_npy(part / "latents.npy", (n, *latent_shape), _DTYPES[dtype])
+        for v in views:
+            vdir = part if v == "identity" else part / "views" / v
+            vdir.mkdir(parents=True, exist_ok=True)
+            _create_npy(vdir / "latents.npy", (n, *latent_shape), _DTYPES[dtype])
+            if with_recon:
+                h, w = ds.image_size
+                _create_npy(vdir / "recon.npy", (n, h, w, ds.channels), np.uint8)
         if with_recon:
-            h, w = ds.image_size
-            _create_npy(part / "recon.npy", (n, h, w, ds.channels), np.uint8)
             _create_npy(part / "psnr.npy", (n,), np.float64)
             _create_npy(part / "ssim.npy", (n,), np.float64)
         manifest = {**request, "status": "building", "n": n, "latent_shape": list(latent_shape),
@@ -256,8 +292,10 @@ def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float1
                     "recon_note": "decoded from the full-precision latent, clamped to [0, 1], rounded to uint8"}
         atomic_write_json(part / "manifest.json", manifest)
 
-    layouts = {k: _npy_layout(part / f"{k}.npy") for k in (["latents", "recon", "psnr", "ssim"] if with_recon
-                                                           else ["latents"])}
+    files = ["latents.npy", "recon.npy", "psnr.npy", "ssim.npy"] if with_recon else ["latents.npy"]
+    for v in views[1:]:
+        files += [f"views/{v}/latents.npy"] + ([f"views/{v}/recon.npy"] if with_recon else [])
+    layouts = {k: _npy_layout(part / k) for k in files}
     num_chunks = -(-n // chunk_size)
     todo = [c for c in range(num_chunks) if not (part / "chunks" / f"{c:05d}.json").exists()]
     ae.eval()
@@ -265,29 +303,38 @@ def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float1
         bar.advance(n - sum(min(chunk_size, n - c * chunk_size) for c in todo))
         for c in todo:
             lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
-            zs = []
+            zs: dict[str, list[np.ndarray]] = {v: [] for v in views}
             for s in range(lo, hi, batch_size):
                 idx = np.arange(s, min(hi, s + batch_size))
-                x = ds.load(idx)  # (B, C, H, W) in [0, 1]
-                with torch.inference_mode():
-                    z = ae.encode(adapt_images(x, ae.info, grey_to_rgb=grey_to_rgb).to(device))
-                    zs.append(z.float().cpu().numpy().astype(_DTYPES[dtype]))
-                    if with_recon:
-                        xr = restore_channels(ae.decode(z).float().clamp(0, 1).cpu(), ds.channels)
-                        _pwrite_rows(part / "recon.npy", *layouts["recon"], s,
-                                     to_uint8(xr))  # (B, H, W, C)
-                        _pwrite_rows(part / "psnr.npy", *layouts["psnr"], s, psnr(xr, x).numpy())
-                        _pwrite_rows(part / "ssim.npy", *layouts["ssim"], s, ssim(xr, x).numpy())
+                x0 = ds.load(idx)  # (B, C, H, W) in [0, 1]
+                for v in views:
+                    x = apply_view(v, x0)
+                    prefix = "" if v == "identity" else f"views/{v}/"
+                    with torch.inference_mode():
+                        z = ae.encode(adapt_images(x, ae.info, grey_to_rgb=grey_to_rgb).to(device))
+                        zs[v].append(z.float().cpu().numpy().astype(_DTYPES[dtype]))
+                        if with_recon:
+                            xr = restore_channels(ae.decode(z).float().clamp(0, 1).cpu(), ds.channels)
+                            _pwrite_rows(part / f"{prefix}recon.npy", *layouts[f"{prefix}recon.npy"], s,
+                                         to_uint8(xr))  # (B, H, W, C)
+                            if v == "identity":
+                                _pwrite_rows(part / "psnr.npy", *layouts["psnr.npy"], s, psnr(xr, x).numpy())
+                                _pwrite_rows(part / "ssim.npy", *layouts["ssim.npy"], s, ssim(xr, x).numpy())
                 bar.advance(len(idx))
-            block = np.concatenate(zs)
-            _pwrite_rows(part / "latents.npy", *layouts["latents"], lo, block)
+            digests = {}
+            for v in views:
+                prefix = "" if v == "identity" else f"views/{v}/"
+                block = np.concatenate(zs[v])
+                _pwrite_rows(part / f"{prefix}latents.npy", *layouts[f"{prefix}latents.npy"], lo, block)
+                digests[v] = hashlib.sha256(block.tobytes()).hexdigest()
             for k in layouts:  # make the chunk durable before marking it done
-                fd = os.open(part / f"{k}.npy", os.O_RDONLY)
+                fd = os.open(part / k, os.O_RDONLY)
                 os.fsync(fd)
                 os.close(fd)
-            atomic_write_json(part / "chunks" / f"{c:05d}.json",
-                              {"chunk": c, "start": lo, "stop": hi,
-                               "latents_sha256": hashlib.sha256(block.tobytes()).hexdigest()})
+            marker = {"chunk": c, "start": lo, "stop": hi, "latents_sha256": digests["identity"]}
+            if len(views) > 1:
+                marker["views_latents_sha256"] = digests
+            atomic_write_json(part / "chunks" / f"{c:05d}.json", marker)
 
     manifest["status"] = "complete"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -299,7 +346,8 @@ def encode_dataset(ds, ae, cache_dir: str | os.PathLike, *, dtype: str = "float1
 def ensure_cache(dataset, autoencoder, root: str | os.PathLike, *, resize: int | None = None,
                  grey_to_rgb: bool = True, dtype: str = "float16", batch_size: int = 64, chunk_size: int = 4096,
                  with_recon: bool = True, device: str | torch.device = "auto",
-                 cache: str | os.PathLike | None = None, progress: bool | None = None) -> LatentCache:
+                 cache: str | os.PathLike | None = None, progress: bool | None = None,
+                 views: tuple[str, ...] | list[str] | None = None) -> LatentCache:
     """Return the cache of ``dataset`` encoded by ``autoencoder`` under ``root``, building it if needed.
 
     Args:
@@ -308,6 +356,7 @@ def ensure_cache(dataset, autoencoder, root: str | os.PathLike, *, resize: int |
         root: working folder; the cache goes to ``<root>/caches/<dataset>-<ae>-<hash>/``.
         cache: an explicit cache folder to use or build instead; an existing one must match the request
             (else UserError).
+        views: encode-time views to store (see :func:`encode_dataset`); None: identity only.
     """
     from ..autoencoders import create_autoencoder
     from ..data import open_dataset
@@ -316,10 +365,11 @@ def ensure_cache(dataset, autoencoder, root: str | os.PathLike, *, resize: int |
     dev = resolve_device(device) if isinstance(device, str) else device
     ds = open_dataset(dataset, resize=resize) if isinstance(dataset, str) else dataset
     ae = create_autoencoder(autoencoder, device=dev) if isinstance(autoencoder, str) else autoencoder
-    request = _request(ds, ae, dtype=dtype, grey_to_rgb=grey_to_rgb, with_recon=with_recon)
+    views = check_views(views, tuple(ds.image_size))
+    request = _request(ds, ae, dtype=dtype, grey_to_rgb=grey_to_rgb, with_recon=with_recon, views=views)
     target = Path(cache) if cache is not None else cache_dir_for(root, ds, ae, request)
     if target.exists():
         return open_cache(target, expect=request)
     return encode_dataset(ds, ae, target, dtype=dtype, grey_to_rgb=grey_to_rgb, batch_size=batch_size,
-                          chunk_size=chunk_size, with_recon=with_recon, device=dev, progress=progress)
+                          chunk_size=chunk_size, with_recon=with_recon, device=dev, progress=progress, views=views)
 

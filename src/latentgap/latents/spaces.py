@@ -5,7 +5,9 @@
 * ``latent`` — latents encode(x) from the cache, channel-normalised with the statistics of the fold's
   *training* part (the paper normalises "over the training set").
 
-All three return ``(x, y)`` with x a float tensor (C, H, W) and y a class id (long) or, for multi-label
+With encode-time views (``views: [identity, hflip, ...]``, see ``views.py``), a training part serves view v of
+image i in every space alike: ``view_v(x_i)``, its reconstruction, its latent; ``Batches`` draws the view per
+sample. All three return ``(x, y)`` with x a float tensor (C, H, W) and y a class id (long) or, for multi-label
 data, a 0/1 float vector. Classifier code receives a dataset and :func:`input_spec` and never
 branches on the space (the classifier builder chooses the architecture from the spec).
 """
@@ -20,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .views import IDENTITY, apply_view_uint8, check_views
 
 SPACES = ("image", "recon", "latent")  # the one list of spaces (train configs and study specs import it)
 Space = Literal[SPACES]  # type: ignore[valid-type]
@@ -84,12 +87,17 @@ class SpaceDataset(Dataset):
     Attributes:
         indices: (n,) positions in the dataset.
         targets: (n,) long or (n, L) float tensor.
+        views: names of the views a training batch may draw (``("identity",)``: no views).
     """
 
     def __init__(self, space: str, indices: np.ndarray, read, targets: torch.Tensor,
-                 mean: np.ndarray | None = None, std: np.ndarray | None = None):
+                 mean: np.ndarray | None = None, std: np.ndarray | None = None, views: tuple[str, ...] = IDENTITY):
         self.space, self.indices, self.targets = space, np.asarray(indices, dtype=np.int64), targets
-        self._read = read  # rows of the source for dataset indices -> uint8 (b, H, W, C) or float (b, c, h, w)
+        # one reader per view: dataset indices -> uint8 (b, H, W, C) or float (b, c, h, w)
+        self._reads = list(read) if isinstance(read, (list, tuple)) else [read]
+        self.views = tuple(views)
+        if len(self._reads) != len(self.views):
+            raise ValueError(f"{len(self._reads)} readers for {len(self.views)} views")
         self._mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)[None, :, None, None]
         self._std = None if std is None else torch.as_tensor(std, dtype=torch.float32)[None, :, None, None]
 
@@ -103,8 +111,21 @@ class SpaceDataset(Dataset):
             return None
         return self._mean.flatten().numpy().astype(np.float64), self._std.flatten().numpy().astype(np.float64)
 
-    def _inputs(self, idx: np.ndarray) -> torch.Tensor:
-        rows = self._read(idx)
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+    def _inputs(self, idx: np.ndarray, views: np.ndarray | None = None) -> torch.Tensor:
+        if views is None or self.num_views == 1 or not np.any(views):
+            rows = self._reads[0](idx)
+        else:  # gather each view's rows, then put them back in batch order
+            rows = None
+            for v in np.unique(views):
+                sel = np.flatnonzero(views == v)
+                part = self._reads[int(v)](idx[sel])
+                if rows is None:
+                    rows = np.empty((len(idx), *part.shape[1:]), dtype=part.dtype)
+                rows[sel] = part
         if rows.dtype == np.uint8:  # images / reconstructions (b, H, W, C) -> (b, C, H, W) in [0, 1]
             return torch.from_numpy(rows).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
         z = torch.from_numpy(np.asarray(rows, dtype=np.float32))  # latents (b, c, h, w)
@@ -113,10 +134,13 @@ class SpaceDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._inputs(self.indices[i:i + 1])[0], self.targets[i]
 
-    def get_batch(self, positions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float inputs (B, C, H, W) and targets for positions 0..n-1 of this part."""
+    def get_batch(self, positions: torch.Tensor | np.ndarray,
+                  views: torch.Tensor | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float inputs (B, C, H, W) and targets for positions 0..n-1 of this part; ``views`` (B,) picks the
+        view of each sample by its index in :attr:`views` (None: identity)."""
         positions = torch.as_tensor(positions, dtype=torch.long)
-        return self._inputs(self.indices[positions.numpy()]), self.targets[positions]
+        v = None if views is None else np.asarray(torch.as_tensor(views).numpy(), dtype=np.int64)
+        return self._inputs(self.indices[positions.numpy()], v), self.targets[positions]
 
 
 def _targets(ds, idx: np.ndarray) -> torch.Tensor:
@@ -124,7 +148,8 @@ def _targets(ds, idx: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(y, dtype=torch.float32 if ds.multilabel else torch.long)
 
 
-def space_dataset(space: str, ds, cache, splits, fold: int, part: str) -> SpaceDataset:
+def space_dataset(space: str, ds, cache, splits, fold: int, part: str,
+                  views: tuple[str, ...] | list[str] | None = None) -> SpaceDataset:
     """The ``part`` ("train", "val", "test") of fold ``fold`` in ``space``.
 
     Args:
@@ -132,6 +157,8 @@ def space_dataset(space: str, ds, cache, splits, fold: int, part: str) -> SpaceD
         ds: the ``ImageDataset`` the cache was made from.
         cache: a ``LatentCache`` (ignored for the image space; may be None there).
         splits: ``Splits``; fold indices index into ``ds`` and the cache alike.
+        views: encode-time views a batch may draw (identity first); recon/latent need a cache holding them.
+            Latent normalisation is always fitted on the identity view of the fold's training part.
     """
     _check_space(space)
     if part not in PARTS:
@@ -146,14 +173,19 @@ def space_dataset(space: str, ds, cache, splits, fold: int, part: str) -> SpaceD
         if len(cache) != len(ds) or cache.manifest["dataset_fingerprint"] != ds.fingerprint():
             raise UserError(f"latent cache '{cache.path}' was made from another dataset than '{ds.name}'",
                             "use the cache built for this dataset (drop --cache to let latentgap find it)")
+    views = check_views(views, tuple(ds.image_size))
     if space == "image":
-        return SpaceDataset(space, idx, ds.load_uint8, _targets(ds, idx))
+        return SpaceDataset(space, idx, [_viewed(ds.load_uint8, v) for v in views], _targets(ds, idx), views=views)
     if space == "recon":
-        if not cache.manifest["with_recon"]:
-            raise UserError(f"cache '{cache.path}' has no reconstructions", "re-encode without --no-recon")
-        return SpaceDataset(space, idx, NpyRows(cache.path / "recon.npy"), _targets(ds, idx))
+        return SpaceDataset(space, idx, [NpyRows(cache.recon_path(v)) for v in views], _targets(ds, idx), views=views)
     mean, std = cache.fold_stats(splits, fold)
-    return SpaceDataset(space, idx, NpyRows(cache.path / "latents.npy"), _targets(ds, idx), mean, std)
+    return SpaceDataset(space, idx, [NpyRows(cache.latents_path(v)) for v in views], _targets(ds, idx), mean, std,
+                        views=views)
+
+
+def _viewed(load, view: str):
+    """A reader of images under ``view`` (the image-space counterpart of a cached view)."""
+    return load if view == "identity" else (lambda idx: apply_view_uint8(view, load(idx)))
 
 
 def input_spec(space: str, ds, cache=None) -> tuple[int, int, int]:

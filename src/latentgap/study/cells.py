@@ -73,7 +73,8 @@ def prepare_pair(cfg: dict[str, Any], out_dir: Path, inputs: Inputs) -> dict[str
     ds = open_dataset(cfg["dataset"], resize=side)
     ae_spec = _ae_spec(cfg, inputs)
     cache = ensure_cache(ds, ae_spec, inputs.root, resize=side, grey_to_rgb=c["grey_to_rgb"],
-                         dtype=c["dtype"], batch_size=c["batch_size"], device=cfg["device"], progress=False)
+                         dtype=c["dtype"], batch_size=c["batch_size"], device=cfg["device"], progress=False,
+                         views=c.get("views"))
     fold = (cfg.get("ae_train") or {}).get("fold")
     if fold:  # a per-fold autoencoder: fidelity on the images it never saw, the fold's test part
         row = summarize_fidelity(cache, ds, split=f"fold {fold['fold']} test",
@@ -117,7 +118,7 @@ def train_cell(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
               "autoencoder": None if cfg["space"] == "image" else ae, "fold": cfg["fold"],
               "seed": cfg["seed"], "k": cfg["k"], "split_seed": cfg["split_seed"], "val_fraction": cfg["val_fraction"],
               "resize": resize_for(c, cfg["dataset"]), "grey_to_rgb": c["grey_to_rgb"], "dtype": c["dtype"],
-              "cache_batch_size": c["batch_size"], "device": cfg["device"],
+              "cache_batch_size": c["batch_size"], "device": cfg["device"], "views": c.get("views", ["identity"]),
               # caches and splits.json live in the study folder, shared by every cell of a dataset
               "root": str(inputs.root)}
     tcfg = TrainConfig(**values).resolved()

@@ -58,8 +58,16 @@ def _ae_train_key(spec: StudySpec, ae: AutoencoderEntry, dataset: str, fold: int
     return key
 
 
+def _cache_key(spec: StudySpec) -> dict[str, Any]:
+    """The cache settings in a task's hash (identity-only views left out: hashes from before views stay valid)."""
+    c = spec.cache.model_dump(mode="json")
+    if c["views"] == ["identity"]:
+        c.pop("views")
+    return c
+
+
 def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry, fold: int | None) -> dict[str, Any]:
-    key = {"dataset": dataset, "autoencoder": ae.key, "cache": spec.cache.model_dump(mode="json")}
+    key = {"dataset": dataset, "autoencoder": ae.key, "cache": _cache_key(spec)}
     if ae.key != ae.name or ae.train is not None:
         key["ae"] = ae.model_dump(mode="json")
         if ae_training_mode(ae) == "all":
@@ -126,12 +134,14 @@ def classification_grid(spec: StudySpec) -> list[Task]:
                 key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold,
                        "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
                        "train": {**spec.train, **spec.space_train.get(space, {})}}
+                if spec.cache.views != ["identity"]:  # image cells read the same views as the cache holds
+                    key["views"] = spec.cache.views
                 pair = None
                 if space != "image":
                     pair = pair_of.get((ds, name, fold)) or pair_of.get((ds, name, None))
                 needs = {"pair": pair.hash} if pair else {}
                 if space != "image":
-                    key["cache"] = spec.cache.model_dump(mode="json")
+                    key["cache"] = _cache_key(spec)
                     if "ae" in pair.config:
                         key["ae"] = pair.config["ae"]
                 if variant == "distilled" and (ds, name, "recon", "plain", fold, seed) in by_identity:

@@ -99,7 +99,22 @@ class CacheSettings(_Strict):
     resize: int | dict[str, int] | None = None
     grey_to_rgb: bool = True
     batch_size: int = Field(64, ge=1)
+    # encode-time views (latentgap.latents.views): the cache stores latents and reconstructions of each view of
+    # every image, and a training sample of every space draws the same view (images view(x), reconstructions
+    # decode(encode(view(x))), latents encode(view(x))) -- augmentation that means the same thing in all three.
+    # [identity] turns views off: then images and reconstructions are flipped and shifted, latents are not.
+    views: list[str] = Field(default_factory=lambda: ["identity", "hflip"])
 
+
+    @field_validator("views")
+    @classmethod
+    def _views(cls, v):
+        from ..latents.views import check_views
+
+        try:
+            return list(check_views(v))
+        except Exception as err:  # UserError -> a field error naming cache.views
+            raise ValueError(str(err)) from None
 
     @field_validator("resize")
     @classmethod
@@ -235,9 +250,10 @@ class StudySpec(_Strict):
                 if name not in known:
                     raise _FieldError(("variants_on", key), f"'{name}' is not one of the study's {key} {known}")
         for where, settings in [("train", self.train)] + [(f"space_train.{s}", t) for s, t in self.space_train.items()]:
-            for key in ("dataset", "autoencoder", "space", "fold", "seed", "variant"):
+            for key in ("dataset", "autoencoder", "space", "fold", "seed", "variant", "views"):
                 if key in settings:
-                    raise _FieldError(tuple(where.split(".")) + (key,), "is set by the grid, not by train settings")
+                    raise _FieldError(tuple(where.split(".")) + (key,), "is set by cache.views, not by train settings"
+                                      if key == "views" else "is set by the grid, not by train settings")
         return self
 
     def runs_variants(self, dataset: str, autoencoder: str) -> bool:

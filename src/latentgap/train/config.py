@@ -28,7 +28,7 @@ DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_t
 # settings that do not change what is computed: left out of the config hash (a run may resume elsewhere)
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
 # settings added after runs existed: in the hash only when not at their default, so earlier runs keep theirs
-_HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine"}
+_HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine", "views": ["identity"]}
 
 
 def _relative_to_root(value: str | None, root: str | None) -> str | None:
@@ -80,7 +80,10 @@ class TrainConfig(BaseModel):
     ldam_s: float = 30.0
     drw_switch_epoch: int | None = 10
     drw_beta: float = 0.9999
-    augment: str = "auto"  # auto: flip+shift for images/reconstructions, none for latents (see resolved())
+    augment: str = "auto"  # auto: see resolved() (no geometric augmentation of cached latents, ever)
+    # encode-time views a training sample draws from (latentgap.latents.views): the same augmented image in
+    # every space (view(x), its reconstruction, its latent); identity only = no views
+    views: list[str] = Field(default_factory=lambda: ["identity"])
     # FiLM noise conditioning (latent classifier)
     noise_cond: bool = False
     noise_schedule: str = "scaled_linear"
@@ -122,6 +125,9 @@ class TrainConfig(BaseModel):
             raise UserError(f"unknown loss '{self.loss}'", f"use one of: {', '.join(LOSSES)}")
         if self.augment not in AUGMENTS:
             raise UserError(f"unknown augmentation '{self.augment}'", f"use one of: {', '.join(AUGMENTS)}")
+        from ..latents.views import check_views
+
+        check_views(self.views)
         if self.protocol not in ("kfold", "official"):
             raise UserError(f"unknown protocol '{self.protocol}'", "use kfold or official")
         upd: dict[str, Any] = {}
@@ -155,8 +161,12 @@ class TrainConfig(BaseModel):
             raise UserError(f"FiLM noise conditioning needs a ConvNeXt model, not '{model}'",
                             "pass --model convnext_tiny (or another convnext_*)")
         # a flipped or shifted latent is not the latent of a flipped or shifted image (TAEF2 on ISIC-8:
-        # |encode(flip x) - flip(encode x)| / |encode x| = 0.84), so cached latents get no geometric augmentation
-        augment = cfg.augment if cfg.augment != "auto" else ("none" if cfg.space == "latent" else "flip+shift")
+        # |encode(flip x) - flip(encode x)| / |encode x| = 0.84), so cached latents get no geometric augmentation.
+        # With encode-time views, the views are the augmentation of every space (the same images in all three);
+        # without them, images and reconstructions get flips + shifts and latents nothing.
+        augment = cfg.augment
+        if augment == "auto":
+            augment = "none" if cfg.space == "latent" or len(cfg.views) > 1 else "flip+shift"
         return cfg.model_copy(update={"model": model, "variant": "+".join(names) or "plain", "augment": augment})
 
     def config_hash(self) -> str:

@@ -31,12 +31,13 @@ class _Part:
     def __init__(self, ds, pos: np.ndarray):
         self.ds, self.pos = ds, torch.as_tensor(pos, dtype=torch.long)
         self.targets = ds.targets[self.pos]
+        self.num_views = getattr(ds, "num_views", 1)  # trials draw encode-time views as the final run does
 
     def __len__(self) -> int:
         return len(self.pos)
 
-    def get_batch(self, p):
-        return self.ds.get_batch(self.pos[torch.as_tensor(p, dtype=torch.long)])
+    def get_batch(self, p, views=None):
+        return self.ds.get_batch(self.pos[torch.as_tensor(p, dtype=torch.long)], views)
 
 
 def inner_split(train_ds, fold, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +56,9 @@ def suggest(trial, cfg: TrainConfig) -> dict:
     """Config updates for one trial."""
     upd = {"lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
            "weight_decay": trial.suggest_float("weight_decay", 1e-4, 0.1, log=True)}
-    if cfg.space != "latent":  # a flipped or shifted latent is not the latent of a flipped image: none there
+    # a flipped or shifted latent is not the latent of a flipped image: none there; with encode-time views the
+    # views are every space's augmentation, so images do not get more than latents
+    if cfg.space != "latent" and len(cfg.views) == 1:
         upd["augment"] = trial.suggest_categorical("augment", ["flip", "flip+shift", "flip2+shift"])
     if cfg.model in _CONVNEXT:
         depths, dims = cfg.model_kwargs.get("depths"), cfg.model_kwargs.get("dims")

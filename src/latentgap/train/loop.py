@@ -285,6 +285,9 @@ class Batches:
         generator: CPU generator (shuffling is part of the run's reproducible random stream).
         extra: optional (n, ...) tensor aligned with the dataset (teacher logits); yielded third.
         drop_last_single: skip a final batch of one sample (BatchNorm cannot normalise it).
+
+    A shuffled pass over a dataset with several encode-time views (``num_views > 1``) draws a view per sample
+    from ``generator``; an unshuffled pass (validation, test) reads the identity view.
     """
 
     def __init__(self, ds, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
@@ -296,6 +299,10 @@ class Batches:
         return math.ceil(len(self.ds) / self.batch_size)
 
     def _get(self, pos: torch.Tensor):
+        if getattr(self.ds, "num_views", 1) > 1 and self.shuffle:
+            # encode-time views: each training sample draws its view from the run's stream (uniformly)
+            views = torch.randint(0, self.ds.num_views, (len(pos),), generator=self.g)
+            return self.ds.get_batch(pos, views)
         if hasattr(self.ds, "get_batch"):
             return self.ds.get_batch(pos)
         items = [self.ds[int(i)] for i in pos]

@@ -56,11 +56,13 @@ class TrainInputs:
     cache: object | None
     root: Path
 
-    def parts(self, space: str, fold: int) -> list:
-        """The (train, val, test) SpaceDatasets of ``fold`` in ``space``."""
+    def parts(self, space: str, fold: int, views=None) -> list:
+        """The (train, val, test) SpaceDatasets of ``fold`` in ``space``; the training part draws ``views``
+        (validation and test read the identity view)."""
         from ..latents import space_dataset
 
-        return [space_dataset(space, self.dataset, self.cache, self.splits, fold, p) for p in ("train", "val", "test")]
+        return [space_dataset(space, self.dataset, self.cache, self.splits, fold, p, views=views if p == "train" else None)
+                for p in ("train", "val", "test")]
 
 
 def open_splits(cfg: TrainConfig, ds, root: Path):
@@ -91,7 +93,7 @@ def open_inputs(cfg: TrainConfig) -> TrainInputs:
     if cfg.autoencoder and (cfg.space != "image" or cfg.distill):
         cache = ensure_cache(ds, cfg.autoencoder, root, resize=cfg.resize, grey_to_rgb=cfg.grey_to_rgb,
                              dtype=cfg.dtype, batch_size=cfg.cache_batch_size, device=cfg.device,
-                             cache=cfg.cache_dir)
+                             cache=cfg.cache_dir, views=cfg.views)
     return TrainInputs(ds, splits, cache, root)
 
 
@@ -165,7 +167,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     device = resolve_device(cfg.device)
     inputs = inputs or open_inputs(cfg)
     ds, splits, cache = inputs.dataset, inputs.splits, inputs.cache
-    train, val, test = inputs.parts(cfg.space, cfg.fold)
+    train, val, test = inputs.parts(cfg.space, cfg.fold, cfg.views)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.model_dump(), "config_hash": chash}, sort_keys=True))
 
     multilabel = bool(ds.multilabel)
@@ -247,7 +249,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
         "stem_stride": info.get("stem_stride"), "image_size": list(ds.image_size), "input_shape": [c, h, w],
         # multi-label runs train with weighted BCE whatever cfg.loss says
         "loss": "bce" if multilabel else cfg.loss, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-        "batch_size": cfg.batch_size, "augment": cfg.augment, "noise_cond": cfg.noise_cond, "distill": cfg.distill,
+        "batch_size": cfg.batch_size, "augment": cfg.augment, "views": list(cfg.views), "noise_cond": cfg.noise_cond, "distill": cfg.distill,
         "hpo_best": hpo_best["params"] if hpo_best else None,
         "train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / max(n_epochs, 1), 3),
         "device": str(device), "device_name": f"{env['device_name']} x{env['threads']} threads",
