@@ -66,14 +66,27 @@ def test_presets_load_and_expand():
     assert demo.autoencoders[0].train is not None and demo.autoencoders[0].key == "kl-builtin"
     shared = load_preset("shared-data")
     prep, cells = expand_grid(shared)
-    # kl-builtin is trained per fold on that fold's training part of each dataset (the default `data: fold`):
-    # 3 x 5 trainings; caches: 3 for taef2 + 15 for the per-fold kl-builtin
-    assert sum(t.kind == "train-autoencoder" for t in prep) == 15 and sum(t.kind == "prepare" for t in prep) == 18
-    # + noise-conditioned and distilled on ISIC x TAEF2, + the image baseline check per dataset and fold
-    assert len(cells) == 3 * (1 + 2 * 2) * 5 + 2 * 5 + 3 * 5
-    assert {"taef2", "kl-builtin"} <= {e.key for e in shared.autoencoders}
+    # TAEF2 on four datasets: one cache each (two views), then 3 spaces + the baseline check x 3 folds
+    assert [t.kind for t in prep] == ["prepare"] * 4 and len(cells) == 4 * 4 * 3
+    assert shared.cache.views == ["identity", "hflip"] and shared.train["until"] == "converged"
+    assert all(t.config["views"] == ["identity", "hflip"] for t in cells if t.config["space"] == "image")
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         load_preset("nope")
+
+
+def test_views_enter_the_hashes_of_every_space():
+    """Views change what every cell sees: image cells too (they read the same views), and identity-only views
+    leave the hashes of studies from before views unchanged (the key is absent)."""
+    with_views = expand_grid(spec_from_dict(BASE))  # default views: identity + hflip
+    plain = expand_grid(spec_from_dict({**BASE, "cache": {"views": ["identity"]}}))
+    a = {t.label: t.hash for t in with_views[0] + with_views[1]}
+    b = {t.label: t.hash for t in plain[0] + plain[1]}
+    assert a.keys() == b.keys() and all(a[k] != b[k] for k in a)
+    assert all("views" not in t.config.get("cache", {}) or t.config["cache"]["views"] == ["identity"] for t in plain[1])
+    with pytest.raises(UserError, match=r"cache.views: .*unknown view 'mirror'"):
+        spec_from_dict({**BASE, "cache": {"views": ["identity", "mirror"]}})
+    with pytest.raises(UserError, match=r"train.views: is set by cache.views"):
+        spec_from_dict({**BASE, "train": {"views": ["identity"]}})
 
 
 def test_grid_hashes_are_stable_and_distinct():
