@@ -66,8 +66,9 @@ def test_presets_load_and_expand():
     assert demo.autoencoders[0].train is not None and demo.autoencoders[0].key == "kl-builtin"
     shared = load_preset("shared-data")
     prep, cells = expand_grid(shared)
-    # TAEF2 on four datasets: one cache each (two views), then 3 spaces + the baseline check x 3 folds
-    assert [t.kind for t in prep] == ["prepare"] * 4 and len(cells) == 4 * 4 * 3
+    # TAEF2 on four datasets: one cache each (two views), then 3 spaces + the baseline check + the matched
+    # image and reconstruction cells x 3 folds
+    assert [t.kind for t in prep] == ["prepare"] * 4 and len(cells) == 4 * (4 + 2) * 3
     assert shared.cache.views == ["identity", "hflip"] and shared.train["until"] == "converged"
     assert all(t.config["views"] == ["identity", "hflip"] for t in cells if t.config["space"] == "image")
     with pytest.raises(UserError, match="unknown preset 'nope'"):

@@ -139,7 +139,19 @@ def plan_strides(family: str, input_size: int) -> tuple[int, int]:
     return stem, n_down
 
 
-def _adapt_convnext(model: nn.Module, input_size: int) -> dict:
+def _adapt_convnext(model: nn.Module, input_size: int, stem_patch: int | None = None) -> dict:
+    if stem_patch:
+        # architecture-matched control: images of a x p autoencoder's latent grid g = side / p get the stem of a
+        # latent classifier on that grid scaled by p (a (p*s) x (p*s) patchify conv, s the latent stem's stride),
+        # so every layer after the stem sees the maps of the latent classifier, only the input differs
+        latent_stem, n_down = plan_strides("convnext", input_size // stem_patch)
+        k = stem_patch * latent_stem
+        conv = model.stem[0]
+        model.stem[0] = nn.Conv2d(conv.in_channels, conv.out_channels, k, stride=k)
+        for i in range(1 + n_down, 4):
+            ds = model.stages[i].downsample[1]
+            ds.stride, ds.padding = (1, 1), "same"
+        return {"stem_stride": k, "stride2_stages": n_down, "stem_patch": stem_patch}
     stem, n_down = plan_strides("convnext", input_size)
     conv = model.stem[0]  # Conv2d(in, C, 4, stride 4): keep the 4x4 kernel (weights), change stride/padding
     if stem == 2:
@@ -231,10 +243,18 @@ def _warn(msg: str) -> None:
 
 def _factory(arch_name: str):
     def make(*, in_chans: int, num_classes: int, input_size: int, pretrained="auto",
-             cosine_head: bool = False, scale: float = 30.0, image_input: bool = True, **kw) -> Classifier:
+             cosine_head: bool = False, scale: float = 30.0, image_input: bool = True, stem_patch: int | None = None,
+             **kw) -> Classifier:
         family = _ARCH[arch_name]
+        if stem_patch and family != "convnext":
+            raise UserError(f"a patch stem (architecture-matched control) needs a ConvNeXt, not '{arch_name}'",
+                            "give the latent space a convnext_* model (space_train.latent.model)")
+        if stem_patch and (stem_patch < 1 or input_size % stem_patch):
+            raise UserError(f"patch stem {stem_patch} does not divide the input side {input_size}",
+                            "use an autoencoder whose downsampling factor divides the image size")
         backbone, info = _build_backbone(arch_name, in_chans, pretrained, **kw)
-        info.update((_adapt_convnext if family == "convnext" else _adapt_resnet)(backbone, input_size))
+        info.update(_adapt_convnext(backbone, input_size, stem_patch) if family == "convnext"
+                    else _adapt_resnet(backbone, input_size))
         mean = std = None
         if info.get("pretrained") and image_input and in_chans in (1, 3):
             # the weights expect their own input statistics; grey input: timm summed the RGB filters, so

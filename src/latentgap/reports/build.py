@@ -149,6 +149,13 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
                             "same architecture and budget on the same folds (class-weighted cross-entropy, linear "
                             "head, one-cycle schedule); corrected paired test across folds. A gap measured against "
                             "an under-fitted baseline is not a gap.", tables.baseline_display(rows, margin)))
+    matched = tables.matched_table(rows, margin)
+    if len(matched):
+        secs.append(Section("Architecture-matched control", "The latent cell's own ConvNeXt and recipe trained on "
+                            "images and reconstructions too, behind a patch stem that maps them to the latent grid "
+                            "(variant `matched`), paired on folds with the plain latent cells: a gap that stays "
+                            "here is the space's, not the architecture's. Corrected paired test across folds.",
+                            matched))
     png = figures.space_bars(S.space_means(rows))
     if png:
         secs.append(Section("Mean bACC per space", "Mean over folds (training seeds averaged within a fold first); "

@@ -100,6 +100,21 @@ def _main_row(ds, ae, space, r, mark) -> list:
     return [ds, ae, space, cell("bacc") + mark, cell("auc"), cell("mcc"), n, conv]
 
 
+def matched_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
+    """The architecture-matched control: mean bACC of the latent cell's own ConvNeXt in each space, and its
+    paired tests (:data:`latentgap.study.stats.MATCHED_COMPARISONS`; Holm over this table)."""
+    t = S.pair_tests(rows, comparisons=S.MATCHED_COMPARISONS, margin=margin)
+    if not len(t):
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "dataset": t["dataset"], "autoencoder": t["autoencoder"], "comparison": t["comparison"], "J": t["n"],
+        "a": t["mean_a"].map(lambda v: f"{v:.3f}"), "b": t["mean_b"].map(lambda v: f"{v:.3f}"),
+        "a − b [95% CI]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(lo) else f"{d:+.3f}"
+                           for d, lo, hi in zip(t["mean_diff"], t["ci_low"], t["ci_high"])],
+        "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p), "equivalence": t["equivalence"],
+        "flags": t["flags"]})
+
+
 def tests_table(rows: pd.DataFrame, metric: str = "bacc", margin: float = S.MARGIN) -> pd.DataFrame:
     """Per-pair tests for display: J, difference, corrected 95% CI, corrected t and p, Holm p, plain t and
     Wilcoxon p, TOST p and verdict, flags (budget-limited, in-sample), note."""
@@ -195,6 +210,8 @@ def findings(rows: pd.DataFrame, margin: float = S.MARGIN) -> list[str]:
     tests = S.pair_tests(rows, margin=margin)
     conv = {(r.dataset, r.autoencoder): r for r in S.convergence_table(rows).itertuples()}
     by = {(r.dataset, r.autoencoder, r.comparison): r for r in tests.itertuples()}
+    matched = S.pair_tests(rows, comparisons=S.MATCHED_COMPARISONS[:1], margin=margin)
+    by.update({(r.dataset, r.autoencoder, r.comparison): r for r in matched.itertuples()})
     out = []
     for ds, ae in sorted({(r.dataset, r.autoencoder) for r in tests.itertuples()}):
         parts = []
@@ -212,6 +229,12 @@ def findings(rows: pd.DataFrame, margin: float = S.MARGIN) -> list[str]:
             else:
                 text += f", corrected p = {fmt_p(rl.p)} (Holm {fmt_p(rl.p_holm)})"
             parts.append(text)
+        mt = by.get((ds, ae, "recon-latent (matched)"))
+        if mt is not None:
+            parts.append(f"with the latent ConvNeXt in every space (matched control) latents "
+                         f"{_relative(-mt.mean_diff, 'reconstructions')}"
+                         + ("" if math.isnan(mt.p) else f", corrected p = {fmt_p(mt.p)}")
+                         + (" (budget-limited)" if mt.budget_limited else ""))
         c = conv.get((ds, ae))
         if c is not None:
             if c.unconverged:

@@ -114,6 +114,9 @@ def train_cell(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
     ae = None
     if pair is not None:  # the study-trained weights folder (inside the study) or the entry's name / path
         ae = str(inputs.path(pair["ae_spec"])) if pair["ae_in_study"] else pair["ae_spec"]
+    cache = open_cache(inputs.path(pair["cache_dir"])) if pair is not None else None
+    if cfg["variant"] == "matched":  # a patch stem of the autoencoder's factor: images reach the latent grid
+        extra["stem_patch"] = _latent_factor(cache)
     values = {**cfg["train"], **extra, "dataset": cfg["dataset"], "space": cfg["space"], "variant": cfg["variant"],
               "autoencoder": None if cfg["space"] == "image" else ae, "fold": cfg["fold"],
               "seed": cfg["seed"], "k": cfg["k"], "split_seed": cfg["split_seed"], "val_fraction": cfg["val_fraction"],
@@ -123,12 +126,22 @@ def train_cell(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
               "root": str(inputs.root)}
     tcfg = TrainConfig(**values).resolved()
     ds = open_dataset(tcfg.dataset, resize=tcfg.resize)
-    cache = open_cache(inputs.path(pair["cache_dir"])) if pair is not None else None
     ready = TrainInputs(ds, open_splits(tcfg, ds, inputs.root), cache, inputs.root)
     row = dict(run_training(tcfg, run_dir, ready))
     if pair is not None:
         row["ae_in_sample"] = bool(pair.get("ae_in_sample", False))
     return row
+
+
+def _latent_factor(cache) -> int:
+    """Image side / latent side of a cache (the autoencoder's effective downsampling, patching included)."""
+    from ..errors import UserError
+
+    (h, w), (_, lh, lw) = cache.manifest["image_size"], cache.latent_shape
+    if h % lh or w % lw or h // lh != w // lw:
+        raise UserError(f"latent grid {lh}x{lw} is not an integer downsampling of the {h}x{w} images",
+                        "the architecture-matched control needs a whole downsampling factor; set matched_control: false")
+    return h // lh
 
 
 def example_indices(labels: np.ndarray, n: int) -> np.ndarray:

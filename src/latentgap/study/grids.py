@@ -123,6 +123,8 @@ def classification_grid(spec: StudySpec) -> list[Task]:
             for space in ("recon", "latent"):
                 if space in spec.spaces:
                     combos.append((ds, ae, space, "plain"))
+            if spec.matched_control:  # the latent cell's own architecture on images and reconstructions
+                combos += [(ds, ae, space, "matched") for space in ("image", "recon") if space in spec.spaces]
             for variant in spec.variants if spec.runs_variants(ds, ae.key) else []:
                 if variant != "plain":
                     combos.append((ds, ae, "latent", variant))
@@ -131,16 +133,18 @@ def classification_grid(spec: StudySpec) -> list[Task]:
         for fold in spec.fold_ids:
             for seed in spec.seeds:
                 name = IMAGE_AE if ae is None else ae.key
+                # a matched cell trains with the latent space's settings (same model, same recipe)
+                settings = spec.space_train.get("latent" if variant == "matched" else space, {})
                 key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold,
                        "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
-                       "train": {**spec.train, **spec.space_train.get(space, {})}}
+                       "train": {**spec.train, **settings}}
                 if spec.cache.views != ["identity"]:  # image cells read the same views as the cache holds
                     key["views"] = spec.cache.views
                 pair = None
-                if space != "image":
+                if ae is not None:  # recon / latent cells, and matched image cells (the latent grid sets the stem)
                     pair = pair_of.get((ds, name, fold)) or pair_of.get((ds, name, None))
                 needs = {"pair": pair.hash} if pair else {}
-                if space != "image":
+                if ae is not None:
                     key["cache"] = _cache_key(spec)
                     if "ae" in pair.config:
                         key["ae"] = pair.config["ae"]

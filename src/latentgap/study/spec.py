@@ -224,6 +224,10 @@ class StudySpec(_Strict):
     # (variant "baseline": class-weighted cross-entropy, one-cycle schedule); the report says when it beats
     # the study's own recipe -- a gap measured against an under-fitted baseline is not a gap
     baseline_check: bool = True
+    # the architecture-matched control: image and reconstruction cells (variant "matched") trained with the
+    # latent space's own model and settings behind a patch stem that maps images to the latent grid, paired
+    # with the plain latent cells -- separates "space" from "architecture" (needs a ConvNeXt latent model)
+    matched_control: bool = False
 
     @field_validator("autoencoders", mode="before")
     @classmethod

@@ -43,6 +43,11 @@ from .spec import IMAGE_AE, SPACES  # autoencoder value of image-space rows (the
 KEYS = ["dataset", "autoencoder", "space", "variant", "fold", "seed"]
 # (name, space a, space b): the difference is a - b
 COMPARISONS = [("recon-latent", "recon", "latent"), ("image-recon", "image", "recon")]
+# the architecture-matched control: the latent cell's own ConvNeXt on images / reconstructions (variant
+# "matched", a patch stem to the latent grid) against the plain latent cell; (name, space a, space b, variant a,
+# variant b)
+MATCHED_COMPARISONS = [("recon-latent (matched)", "recon", "latent", "matched", "plain"),
+                       ("image-recon (matched)", "image", "recon", "matched", "matched")]
 # one paired difference per fold of one fold assignment; seeds are averaged inside
 PAIR_KEYS = ["dataset", "autoencoder", "split_seed", "fold"]
 MARGIN = 0.02  # equivalence margin of TOST, in metric units (bACC 0.02 = 2 points)
@@ -248,11 +253,13 @@ def results_only(rows: pd.DataFrame) -> pd.DataFrame:
 
 def broadcast_image_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Copy image-space rows to every autoencoder of their dataset so that pairing is a plain merge
-    (image rows of a dataset without autoencoder rows keep ``IMAGE_AE``)."""
+    (image rows of a dataset without autoencoder rows keep ``IMAGE_AE``; image rows that belong to one
+    autoencoder, the architecture-matched control's, stay with it)."""
     rows = rows.copy()
     rows["autoencoder"] = rows["autoencoder"].fillna(IMAGE_AE).replace("", IMAGE_AE)
-    img = rows[rows["space"] == "image"]
-    other = rows[rows["space"] != "image"]
+    shared = (rows["space"] == "image") & (rows["autoencoder"] == IMAGE_AE)
+    img = rows[shared]
+    other = rows[~shared]
     aes = other[["dataset", "autoencoder"]].drop_duplicates()
     alone = img[~img["dataset"].isin(aes["dataset"])]
     img = img.drop(columns="autoencoder").merge(aes, on="dataset")
@@ -435,7 +442,8 @@ def pair_tests(rows: pd.DataFrame, metric: str = "bacc", comparisons=COMPARISONS
     Args:
         rows: result rows.
         metric: row column compared (bACC by default).
-        comparisons: (name, space a, space b) triples; the difference is a - b.
+        comparisons: (name, space a, space b) triples, or (name, space a, space b, variant a, variant b)
+            (:data:`MATCHED_COMPARISONS`); the difference is a - b; plain variants by default.
         confidence: CI level of the mean difference (corrected standard error).
         margin: TOST equivalence margin in metric units (0.02 = 2 bACC points); alpha: TOST level.
 
@@ -445,8 +453,8 @@ def pair_tests(rows: pd.DataFrame, metric: str = "bacc", comparisons=COMPARISONS
     converge, in_sample when the autoencoder saw the test images, flags both as text.
     """
     out = []
-    for name, sa, sb in comparisons:
-        pv = paired_values(rows, sa, sb, metric)
+    for name, sa, sb, *variants in comparisons:
+        pv = paired_values(rows, sa, sb, metric, *variants)
         for (ds, ae), g in pv.groupby(["dataset", "autoencoder"], sort=True):
             out.append(dict(dataset=ds, autoencoder=ae, comparison=name, metric=metric,
                             **compare_pairs(g, confidence, margin, alpha)))

@@ -22,7 +22,8 @@ def build_model(cfg: TrainConfig, in_chans: int, num_classes: int, input_size, m
     torch.manual_seed(cfg.seed)  # weight init is part of the seeded run
     model = create_classifier(cfg.model, in_chans, num_classes, input_size, pretrained=cfg.pretrained,
                               cosine_head=(cfg.loss == "ldam" and not multilabel), scale=cfg.ldam_s,
-                              image_input=cfg.space != "latent", **cfg.model_kwargs)
+                              image_input=cfg.space != "latent",
+                              **({"stem_patch": cfg.stem_patch} if cfg.stem_patch else {}), **cfg.model_kwargs)
     if cfg.noise_cond:
         model = NoiseConditioned(model, cfg.film_embed_dim)
     return model

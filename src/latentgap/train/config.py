@@ -23,12 +23,14 @@ AUGMENTS = ("auto", "none", "shift", "flip", "flip2", "flip+shift", "flip2+shift
 VARIANT_SWITCHES = {"tuned": "hpo", "noise-conditioned": "noise_cond", "distilled": "distill"}
 # variants that are another training recipe: "baseline" is the plain, strong recipe every study checks its
 # default image-space recipe against (class-weighted cross-entropy, linear head, one-cycle schedule)
-VARIANT_RECIPES = {"baseline": {"loss": "wce", "schedule": "onecycle"}}
+# "matched" is the architecture-matched control: images / reconstructions classified by the latent space's own
+# ConvNeXt behind a patch stem that maps them to the latent grid (``stem_patch``), so only the space differs
+VARIANT_RECIPES = {"baseline": {"loss": "wce", "schedule": "onecycle"}, "matched": {}}
 DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_tiny"}
 # settings that do not change what is computed: left out of the config hash (a run may resume elsewhere)
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
 # settings added after runs existed: in the hash only when not at their default, so earlier runs keep theirs
-_HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine", "views": ["identity"]}
+_HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine", "views": ["identity"], "stem_patch": None}
 
 
 def _relative_to_root(value: str | None, root: str | None) -> str | None:
@@ -61,6 +63,9 @@ class TrainConfig(BaseModel):
     model: str | None = None  # None: resnet50 for image/recon, convnext_tiny for latent
     model_kwargs: dict[str, Any] = Field(default_factory=dict)  # timm overrides, e.g. {"dims": [8, 16, 32, 64]}
     pretrained: str = "auto"  # auto | true | false | path to a weights file
+    # ConvNeXt only: a patchify stem for an autoencoder of this downsampling factor, so that images reach the
+    # body of the network at the latent grid (the architecture-matched control, variant "matched")
+    stem_patch: int | None = Field(None, ge=1)
     # optimisation
     epochs: int = Field(60, ge=1)  # the budget; with until="converged" the ceiling
     patience: int = Field(15, ge=1)

@@ -246,7 +246,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
         "epochs": n_epochs, "max_epochs": cfg.epochs, "until": cfg.until, "best_epoch": stopper.best_epoch,
         **convergence(curve["val_bacc"], stopper.best_epoch, cfg.epochs, cfg.patience), "curve": curve,
         "pretrained": bool(info.get("pretrained", False)), "pretrained_reason": info.get("pretrained_reason"),
-        "stem_stride": info.get("stem_stride"), "image_size": list(ds.image_size), "input_shape": [c, h, w],
+        "stem_stride": info.get("stem_stride"), "stem_patch": cfg.stem_patch, "image_size": list(ds.image_size), "input_shape": [c, h, w],
         # multi-label runs train with weighted BCE whatever cfg.loss says
         "loss": "bce" if multilabel else cfg.loss, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
         "batch_size": cfg.batch_size, "augment": cfg.augment, "views": list(cfg.views), "noise_cond": cfg.noise_cond, "distill": cfg.distill,
