@@ -123,3 +123,130 @@ def test_run_folder_of_other_settings_is_refused(tmp_path):
     assert row["steps"] == 2 and row["n_train"] > 0 and row["views"] == ["identity", "hflip"]
     rec = __import__("json").loads((tmp_path / "run" / "inputs.json").read_text())
     assert rec["fold"] == 0 and len(rec["normalisation"]["mean"]) == rec["latent_shape"][0]
+
+
+# --------------------------------------------------------------------------- sampling and guidance
+
+class _LinearGuide:
+    """A stand-in noise-conditioned classifier: logits = W z (sigma ignored), with a run's attributes."""
+
+    def __init__(self, gen, k):
+        from types import SimpleNamespace
+
+        c, h, w = gen.inputs["latent_shape"]
+        torch.manual_seed(5)
+        lin = torch.nn.Linear(c * h * w, k)
+        self.model = lambda z, sigma: lin(z.flatten(1))
+        self.config = SimpleNamespace(noise_cond=True, dataset="toy", noise_timesteps=1000)
+        self.inputs = {**gen.inputs, "space": "latent"}
+
+
+@pytest.fixture(scope="module")
+def tiny_gens(tmp_path_factory):
+    from latentgap.synth.sample import load_generator
+
+    tmp = tmp_path_factory.mktemp("gens")
+    out = {}
+    for obj in ("flow", "vpred"):
+        cfg = _cfg(tmp, steps=3, checkpoint_every=3, objective=obj, views=["identity"])
+        train_generator(cfg, tmp / obj, progress=False)
+        out[obj] = load_generator(tmp / obj)
+    return out
+
+
+@pytest.mark.parametrize("objective", ["flow", "vpred"])
+def test_guidance_shift_is_the_eps_form_in_every_parameterisation(tiny_gens, objective):
+    """eps' = eps - s * sigma * grad log p(y | z_vp): recover eps from the shifted prediction and compare."""
+    from latentgap.synth.sample import _guidance_shift, _log_prob_grad
+
+    gen = tiny_gens[objective]
+    guide = _LinearGuide(gen, gen.num_classes)
+    c, h, w = gen.inputs["latent_shape"]
+    z = torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 0])
+    mt = torch.tensor([200.0, 500.0, 800.0])
+    pred = torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(4))
+    s = 2.5
+    shifted = pred + s * _guidance_shift(gen, guide, z, mt, y)
+    if objective == "flow":
+        t = mt / 1000
+        scale, sigma = FlowMatching.vp(t)
+        _, eps0 = FlowMatching.x0_eps(z, pred, t)
+        _, eps1 = FlowMatching.x0_eps(z, shifted, t)
+        grad = _log_prob_grad(guide, z / scale.view(-1, 1, 1, 1), sigma, y)
+        # in VP coordinates z_vp = z / S the noise is the same eps
+    else:
+        abar = gen.objective.schedule.abar[mt.long() + 1]
+        sigma = (1 - abar).sqrt()
+        _, eps0 = gen.objective.x0_eps(z, pred, mt)
+        _, eps1 = gen.objective.x0_eps(z, shifted, mt)
+        grad = _log_prob_grad(guide, z, sigma, y)
+    assert torch.allclose(eps1 - eps0, -s * sigma.view(-1, 1, 1, 1) * grad, atol=1e-4)
+
+
+@pytest.mark.parametrize("objective,sampler", [("flow", "euler"), ("vpred", "ddim"), ("vpred", "dpm++")])
+def test_samplers_cfg_and_guidance_run(tiny_gens, objective, sampler):
+    from latentgap.synth.sample import sample
+
+    gen = tiny_gens[objective]
+    y = torch.tensor([0, 1, 1])
+    a = sample(gen, y, steps=4, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    b = sample(gen, y, steps=4, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (3, *gen.inputs["latent_shape"]) and torch.equal(a, b) and torch.isfinite(a).all()
+    cfg = sample(gen, y, steps=4, sampler=sampler, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    gd = sample(gen, y, steps=4, sampler=sampler, guide=_LinearGuide(gen, 2), guide_scale=1.0,
+                generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(cfg, a) and not torch.equal(gd, a)
+
+
+def test_sampling_errors_name_the_fix(tiny_gens, tmp_path):
+    from latentgap.synth.sample import plan_counts, sample, sample_plan
+
+    gen = tiny_gens["flow"]
+    with pytest.raises(UserError, match="not a class of the generator"):
+        sample(gen, torch.tensor([5]), steps=2)
+    with pytest.raises(UserError, match="does not fit a flow generator"):
+        sample(gen, torch.tensor([0]), steps=2, sampler="ddim")
+    nodrop = gen.config.model_copy(update={"label_dropout": 0.0})
+    with pytest.raises(UserError, match="needs a generator trained with label dropout"):
+        sample(type(gen)(gen.model, nodrop, gen.inputs, gen.run_dir, gen.objective), torch.tensor([0]), steps=2,
+               cfg_scale=2.0)
+    with pytest.raises(UserError, match="not a class of the generator"):
+        plan_counts(gen, per_class=2, classes=[7])
+    guide = _LinearGuide(gen, 2)
+    guide.config.noise_cond = False
+    with pytest.raises(UserError, match="no noise conditioning"):
+        sample(gen, torch.tensor([0]), steps=2, guide=guide, guide_scale=1.0)
+    other = _LinearGuide(gen, 2)
+    other.inputs = {**other.inputs, "fold": 2}
+    with pytest.raises(UserError, match="another fold"):
+        sample(gen, torch.tensor([0]), steps=2, guide=other, guide_scale=1.0)
+    other.inputs = {**gen.inputs, "space": "latent", "autoencoder_sha256": "0" * 64}
+    with pytest.raises(UserError, match="another autoencoder"):
+        sample_plan(gen, np.array([1, 1]), filter_run=other, steps=2)
+    # plans: fill tail classes up to the majority count, or a ratio per class
+    real = np.asarray(gen.inputs["class_counts"])
+    assert plan_counts(gen, fill=True).tolist() == (real.max() - real).tolist()
+    assert plan_counts(gen, ratio=0.5).tolist() == np.rint(0.5 * real).astype(int).tolist()
+
+
+def test_rejection_filter_records_acceptance(tiny_gens):
+    from types import SimpleNamespace
+
+    from latentgap.synth.sample import sample_plan
+
+    gen = tiny_gens["flow"]
+    calls = []
+
+    def proba(z):  # accepts every second sample for class 0, all for class 1
+        calls.append(len(z))
+        p = torch.zeros(len(z), 2)
+        p[:, 1] = 1.0
+        p[::2, 0] = 1.0
+        return p
+
+    filt = SimpleNamespace(predict_proba=proba, config=SimpleNamespace(noise_cond=False, dataset="toy"),
+                           inputs={**gen.inputs, "space": "latent"})
+    out = sample_plan(gen, np.array([4, 3]), filter_run=filt, threshold=0.5, steps=2)
+    assert out["accepted"].tolist() == [4, 3] and out["labels"].tolist() == [0] * 4 + [1] * 3
+    assert out["attempts"][0] == 8 and out["acceptance"][0] == pytest.approx(0.5) and out["short"] == []

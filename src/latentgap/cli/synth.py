@@ -1,0 +1,76 @@
+"""``latentgap synth ...``: latent diffusion generators (thin wrappers around ``latentgap.synth``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+
+synth_app = typer.Typer(help="Latent diffusion synthesis: train a class-conditional generator on a fold's latents.",
+                        no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
+
+_FLAGS = {"dataset": "--data", "autoencoder": "--ae", "k": "--folds"}
+
+
+@synth_app.command("train")
+def synth_train_cmd(
+    data: str = typer.Option(..., "--data", "-d", help="Dataset (single-label): a shared-data name, MedMNIST name, "
+                             "phantom[:k=v,...] or a path."),
+    ae: str = typer.Option(..., "--ae", "-a", help="Autoencoder whose latent space the generator models."),
+    fold: int = typer.Option(0, "--fold", "-k", help="Fold whose *training part* the generator learns (never its "
+                             "validation or test part)."),
+    folds: int = typer.Option(5, "--folds", help="K of the K-fold splits (the study's splits when --root is the study)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the fold assignment."),
+    backbone: str = typer.Option("dit", "--backbone", help="dit (DiTTransformer2DModel) or unet (UNet2DModel)."),
+    size: str = typer.Option("tiny", "--size", help="tiny (CPU, minutes), small, base, large (GPU)."),
+    objective: str = typer.Option("flow", "--objective", help="flow (rectified flow, logit-normal times) or vpred "
+                                  "(DDPM v-prediction, min-SNR weighting)."),
+    steps: int = typer.Option(2000, "--steps", help="Optimisation steps."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Latents per step."),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate (linear warm-up over --warmup steps)."),
+    warmup: int = typer.Option(100, "--warmup", help="Warm-up steps."),
+    label_dropout: float = typer.Option(0.1, "--label-dropout", help="Share of labels dropped to 'no class' "
+                                        "(classifier-free guidance needs > 0)."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", help="EMA decay (with warm-up)."),
+    views: str = typer.Option("identity", "--views", help="Encode-time views to train on, e.g. identity,hflip."),
+    seed: int = typer.Option(0, "--seed", help="Seed of init, batches, label dropout and noise."),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Steps between checkpoints."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize images to N x N before encoding."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default ROOT/generators/<data>-<ae>-"
+                                       "<backbone>-<size>-<objective>-fold<k>)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Working folder for caches and splits."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+) -> None:
+    """Train a class-conditional latent diffusion generator on one fold's training latents. Re-running the same
+    command resumes from the last checkpoint (bit-identical on CPU); a finished run is not retrained."""
+    from pydantic import ValidationError
+
+    from ..errors import UserError
+    from ..synth.train import SynthConfig, train_generator
+    from ..workspace import default_root
+
+    try:
+        cfg = SynthConfig(dataset=data, autoencoder=ae, fold=fold, k=folds, split_seed=split_seed, backbone=backbone,
+                          size=size, objective=objective, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup,
+                          label_dropout=label_dropout, ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
+                          views=[v.strip() for v in views.split(",") if v.strip()], resize=resize,
+                          root=str(root) if root else None, device=device)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0])
+        raise UserError(f"{_FLAGS.get(field, '--' + field.replace('_', '-'))}: {err['msg']}",
+                        "pass a valid value (see --help)") from None
+    if out is None:
+        tag = "-".join(re.sub(r"[^A-Za-z0-9_.=]+", "_", Path(p).stem) for p in (data, ae))
+        out = (root or default_root()) / "generators" / f"{tag}-{backbone}-{size}-{objective}-fold{fold}"
+    row = train_generator(cfg, out)
+    keys = ("dataset", "autoencoder", "fold", "backbone", "size", "objective", "parameters", "steps", "final_loss",
+            "samples_per_s", "train_seconds")
+    typer.echo(json.dumps({k: row.get(k) for k in keys}))
+    typer.echo(f"run folder: {out}")
