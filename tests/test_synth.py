@@ -250,3 +250,34 @@ def test_rejection_filter_records_acceptance(tiny_gens):
     out = sample_plan(gen, np.array([4, 3]), filter_run=filt, threshold=0.5, steps=2)
     assert out["accepted"].tolist() == [4, 3] and out["labels"].tolist() == [0] * 4 + [1] * 3
     assert out["attempts"][0] == 8 and out["acceptance"][0] == pytest.approx(0.5) and out["short"] == []
+
+
+def test_synthetic_dataset_round_trip_and_never_a_test_split(tiny_gens, tmp_path, capsys):
+    from latentgap.cli import main
+    from latentgap.data import make_splits, open_dataset
+
+    gen = tiny_gens["flow"]
+    out = tmp_path / "syn"
+    main(["synth", "sample", "--generator", str(gen.run_dir), "--out", str(out), "--per-class", "3", "--steps", "3",
+          "--device", "cpu"])
+    ds = open_dataset(str(out))
+    assert ds.synthetic and len(ds) == 6 and sorted(np.asarray(ds.labels).tolist()) == [0, 0, 0, 1, 1, 1]
+    man = ds.synthetic_manifest
+    assert man["source"] == "synthetic" and man["fold"] == 0 and man["counts"] == [3, 3]
+    assert ds.load_uint8(np.arange(2)).shape == (2, 32, 32, 1)
+    # the images are the decoded latents of the manifest's autoencoder
+    from latentgap.autoencoders import create_autoencoder, restore_channels
+    from latentgap.data import to_uint8
+
+    z = torch.from_numpy(np.load(out / "latents.npy"))
+    with torch.inference_mode():
+        x = to_uint8(restore_channels(create_autoencoder("taef2").decode(z[:2]).float().clamp(0, 1), 1))
+    assert np.abs(x.astype(int) - ds.load_uint8(np.arange(2)).astype(int)).max() <= 1
+    with pytest.raises(UserError, match="synthetic dataset: it cannot be split"):
+        make_splits(ds, "kfold", k=3)
+    with pytest.raises(SystemExit):  # the CLI turns the same refusal into a one-line error
+        main(["train", "--data", str(out), "--space", "image", "--epochs", "1", "--root", str(tmp_path / "r")])
+    assert "synthetic dataset: it cannot be split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth", "sample", "--generator", str(gen.run_dir), "--out", str(out), "--per-class", "1"])
+    assert "never overwritten" in capsys.readouterr().err

@@ -74,3 +74,51 @@ def synth_train_cmd(
             "samples_per_s", "train_seconds")
     typer.echo(json.dumps({k: row.get(k) for k in keys}))
     typer.echo(f"run folder: {out}")
+
+
+@synth_app.command("sample")
+def synth_sample_cmd(
+    generator: Path = typer.Option(..., "--generator", "-g", help="Run folder of `latentgap synth train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the synthetic dataset (never overwritten)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Plan: N samples of every class."),
+    fill: bool = typer.Option(False, "--fill", help="Plan: fill every class up to the majority count of the fold's "
+                              "training part."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="Plan: R synthetic per real image of each class."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Only these class ids, comma-separated."),
+    steps: int = typer.Option(50, "--steps", help="Sampler steps."),
+    sampler: str = typer.Option("auto", "--sampler", help="auto (euler for flow, ddim for vpred), euler, ddim, dpm++."),
+    cfg_scale: float = typer.Option(1.0, "--cfg", help="Classifier-free guidance scale (1 = off)."),
+    guide: Optional[Path] = typer.Option(None, "--guide", help="Noise-conditioned latent classifier run of the "
+                                         "generator's fold (`latentgap train --space latent --noise-cond`)."),
+    guide_scale: float = typer.Option(1.0, "--guide-scale", help="Classifier-guidance scale s (with --guide)."),
+    filter_run: Optional[Path] = typer.Option(None, "--filter", help="Latent classifier run of the generator's fold: "
+                                              "keep samples whose intended class has probability >= --threshold."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Acceptance threshold of --filter."),
+    max_tries: int = typer.Option(20, "--max-tries", help="Draws per requested sample before a class gives up."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+) -> None:
+    """Sample a synthetic dataset from a trained generator (optionally guided and filtered by latent classifiers)
+    and write latents, decoded images, labels and a manifest marking it synthetic."""
+    from ..device import resolve_device
+    from ..synth.dataset import write_synthetic
+    from ..synth.sample import load_generator, plan_counts, sample_plan
+    from ..train import load_run
+
+    dev = resolve_device(device)
+    gen = load_generator(generator, dev)
+    ids = [int(c) for c in classes.split(",")] if classes else None
+    counts = plan_counts(gen, per_class=per_class, fill=fill, ratio=ratio, classes=ids)
+    g = load_run(guide, dev) if guide else None
+    f = load_run(filter_run, dev) if filter_run else None
+    res = sample_plan(gen, counts, filter_run=f, threshold=threshold, max_tries=max_tries, seed=seed, steps=steps,
+                      sampler=sampler, cfg_scale=cfg_scale, guide=g, guide_scale=guide_scale if g else 0.0)
+    settings = {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "seed": seed,
+                "guide": str(guide) if guide else None, "guide_scale": guide_scale if guide else 0.0,
+                "filter": str(filter_run) if filter_run else None, "threshold": threshold if filter_run else None,
+                "plan": {"per_class": per_class, "fill": fill, "ratio": ratio, "classes": ids},
+                "requested": counts.tolist()}
+    path = write_synthetic(out, gen, res, settings, device=dev)
+    typer.echo(json.dumps({"out": str(path), "n": int(len(res["labels"])), "requested": counts.tolist(),
+                           "accepted": res["accepted"].tolist(),
+                           "acceptance": [None if a != a else round(float(a), 3) for a in res["acceptance"]]}))

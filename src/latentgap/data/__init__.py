@@ -93,6 +93,10 @@ def open_dataset(spec: str | os.PathLike, resize: int | None = None) -> ImageDat
     path = Path(path_str).expanduser()
     if path.is_dir():
         from .files import open_folder
+        from .synthetic import is_synthetic_folder, open_synthetic
+
+        if is_synthetic_folder(path):  # written by `latentgap synth sample`: training data only, never a test part
+            return open_synthetic(path, resize)
 
         return open_folder(path, resize)
     suffix = path.suffix.lower()

@@ -183,6 +183,9 @@ def make_splits(ds, protocol: str = "kfold", k: int = 5, seed: int = 0, val_frac
     """
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown split protocol '{protocol}'", f"use one of {', '.join(PROTOCOLS)}")
+    if getattr(ds, "synthetic", False):
+        raise UserError(f"'{ds.name}' is a synthetic dataset: it cannot be split into folds or be the test part of "
+                        "anything", "test on real data; use synthetic images only as training data")
     if not 0 <= val_fraction <= 0.5:
         raise UserError(f"val fraction {val_fraction} is outside [0, 0.5]", "pass e.g. --val-fraction 0.1")
     meta = dict(seed=int(seed), val_fraction=float(val_fraction), fingerprint=ds.fingerprint(), dataset=ds.name, n=len(ds))

@@ -1,0 +1,34 @@
+"""Opening a synthetic dataset folder (written by ``latentgap synth sample``; see ``latentgap.synth.dataset``).
+
+It opens like any dataset but is marked ``synthetic``: :func:`latentgap.data.make_splits` refuses to split it,
+so synthetic images can never be the test part of anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from ..storage import read_json
+
+MANIFEST = "synthetic.json"
+
+
+def is_synthetic_folder(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def open_synthetic(path: str | os.PathLike, resize: int | None = None):
+    """The synthetic dataset in ``path`` (an ``NpzDataset`` with ``synthetic = True`` and its manifest)."""
+    from .npz import NpzDataset
+
+    path = Path(path)
+    manifest = read_json(path / MANIFEST)
+    if manifest.get("source") != "synthetic" or not (path / "images.npz").is_file():
+        raise UserError(f"'{path}' has a {MANIFEST} but is not a complete synthetic dataset",
+                        "pass a folder written by `latentgap synth sample`")
+    ds = NpzDataset(path / "images.npz", resize, name=f"synthetic-{manifest['dataset']}-fold{manifest['fold']}")
+    ds.synthetic = True
+    ds.synthetic_manifest = manifest
+    return ds
