@@ -281,3 +281,56 @@ def test_synthetic_dataset_round_trip_and_never_a_test_split(tiny_gens, tmp_path
     with pytest.raises(SystemExit):
         main(["synth", "sample", "--generator", str(gen.run_dir), "--out", str(out), "--per-class", "1"])
     assert "never overwritten" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_study_trains_generators_and_samples_guided_filtered_data(tmp_path):
+    import json
+
+    from latentgap.data import open_dataset
+    from latentgap.reports import build_report
+    from latentgap.study import run_study, spec_from_dict
+    from latentgap.study.grids import classification_grid
+
+    spec = spec_from_dict(dict(
+        name="syn", datasets=["phantom:n=60,size=32,classes=2,imbalance=2"], autoencoders=["taef2"], k=3, folds=[0, 1],
+        spaces=["latent"], variants=["plain", "noise-conditioned"], baseline_check=False, examples=0,
+        train={"epochs": 1, "batch_size": 16, "pretrained": "false", "drw_switch_epoch": 0, "model": "convnext_atto",
+               "model_kwargs": {"dims": [8, 16, 32, 64]}},
+        cache={"dtype": "float32"}, device="cpu",
+        synth={"train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2},
+               "sample": {"steps": 2, "guide": True, "guide_scale": 1.0, "filter": True, "threshold": 0.0}}))
+    tasks = classification_grid(spec)
+    kinds = [t.kind for t in tasks]
+    assert kinds.count("synth-train") == kinds.count("synth-sample") == 2
+    sample_task = next(t for t in tasks if t.kind == "synth-sample")
+    assert set(sample_task.needs) == {"generator", "guide", "filter"}
+    summary = run_study(spec, tmp_path, echo=lambda *_: None)
+    assert summary.ok, summary.failed
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "rows").glob("*.json")]
+    gens = [r for r in rows if r["kind"] == "generator"]
+    syns = [r for r in rows if r["kind"] == "synthetic"]
+    assert len(gens) == len(syns) == 2 and all(s["guided"] and s["filtered"] for s in syns)
+    for s in syns:  # fill: tail class up to the majority count of the fold's training part
+        g = next(g for g in gens if g["fold"] == s["fold"])
+        assert s["counts"] == [max(g["class_counts"]) - c for c in g["class_counts"]]
+        ds = open_dataset(str(tmp_path / s["synthetic_dir"]))
+        assert ds.synthetic and len(ds) == s["n"] == sum(s["counts"])
+    build_report(tmp_path)
+    assert "## Synthesis" in (tmp_path / "report.md").read_text()
+    # a rerun does nothing (rows are kept)
+    assert run_study(spec, tmp_path, echo=lambda *_: None).ran == 0
+
+
+def test_synth_spec_errors_name_the_field():
+    from latentgap.study import spec_from_dict
+
+    base = dict(name="s", datasets=["phantom:n=60"], autoencoders=["taef2"], k=3)
+    with pytest.raises(UserError, match=r"synth.sample.guide: .*add noise-conditioned to variants"):
+        spec_from_dict({**base, "synth": {"sample": {"guide": True}}})
+    with pytest.raises(UserError, match=r"synth.on.datasets: 'busi' is not one of"):
+        spec_from_dict({**base, "synth": {"on": {"datasets": ["busi"]}}})
+    with pytest.raises(UserError, match=r"synth.sample.per_class: give exactly one plan"):
+        spec_from_dict({**base, "synth": {"sample": {"per_class": 3, "ratio": 1.0}}})
+    s = spec_from_dict({**base, "synth": {"sample": {"per_class": 3}}})
+    assert s.synth.sample.fill is False and s.synth.train.backbone == "dit"

@@ -172,6 +172,12 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
         secs.append(Section("Autoencoders trained by the study",
                             "Unsupervised (reconstruction + KL, no labels) on the images named in `data`; "
                             "PSNR on up to 512 of its training images.", ae_training_table(rows)))
+    syn = tables.synthesis_table(rows)
+    if len(syn):
+        secs.append(Section("Synthesis", "Per fold: the class-conditional latent diffusion generator trained on the "
+                            "fold's training part, and the synthetic dataset it sampled (counts per class; acceptance "
+                            "per class when filtered by the fold's latent classifier). Synthetic data is training "
+                            "data only: it is never split or tested on.", syn))
     abl = tables.ablation_table(rows)
     if len(abl):
         secs.append(Section("Latent classifier ablation", "Latent-space variants with the RS classifier as reference.",

@@ -115,6 +115,29 @@ def matched_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
         "flags": t["flags"]})
 
 
+def synthesis_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per generator (rows of kind "generator") with the synthetic dataset it sampled (kind "synthetic")."""
+    if "kind" not in rows:
+        return pd.DataFrame()
+    gen, syn = rows[rows["kind"] == "generator"], rows[rows["kind"] == "synthetic"]
+    if not len(gen):
+        return pd.DataFrame()
+    by = {(r.dataset, r.autoencoder, r.fold): r for r in syn.itertuples()}
+    out = []
+    for g in gen.sort_values(["dataset", "autoencoder", "fold"]).itertuples():
+        s = by.get((g.dataset, g.autoencoder, g.fold))
+        mode = "–" if s is None else (", ".join(m for m, on in (("CFG %.3g" % s.cfg_scale, s.cfg_scale != 1),
+                                                                 ("guided %.3g" % s.guide_scale, s.guided),
+                                                                 ("filtered %.2f" % (s.threshold or 0), s.filtered)) if on)
+                                      or "unguided")
+        acc = "–" if s is None or not s.filtered else ", ".join("–" if a is None else f"{a:.2f}" for a in s.acceptance)
+        out.append([g.dataset, g.autoencoder, g.fold, f"{g.backbone}-{g.size} {g.objective}", int(g.steps),
+                    f"{g.final_loss:.4f}" if g.final_loss == g.final_loss else "–", f"{g.train_seconds:.0f}",
+                    mode, "–" if s is None else " / ".join(str(c) for c in s.counts), acc])
+    return pd.DataFrame(out, columns=["dataset", "autoencoder", "fold", "generator", "steps", "final loss",
+                                      "train s", "sampling", "synthetic per class", "acceptance per class"])
+
+
 def tests_table(rows: pd.DataFrame, metric: str = "bacc", margin: float = S.MARGIN) -> pd.DataFrame:
     """Per-pair tests for display: J, difference, corrected 95% CI, corrected t and p, Holm p, plain t and
     Wilcoxon p, TOST p and verdict, flags (budget-limited, in-sample), note."""

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ..registry import Registry
 from ..runs import run_name
 from ..storage import stable_hash
-from . import cells  # noqa: F401  (registers the classification task kinds)
+from . import cells, synth_cells  # noqa: F401  (register the classification and synthesis task kinds)
 from .spec import IMAGE_AE, AutoencoderEntry, StudySpec, resize_for
 from .tasks import Task
 
@@ -87,7 +87,8 @@ def classification_grid(spec: StudySpec) -> list[Task]:
     """
     ae_tasks: dict[str, Task] = {}
     prepares, cells_ = [], []
-    uses_ae = [s for s in spec.spaces if s != "image"] or any(v != "plain" for v in spec.variants)
+    uses_ae = ([s for s in spec.spaces if s != "image"] or any(v != "plain" for v in spec.variants)
+               or spec.synth is not None)
     pair_of: dict[tuple[str, str, int | None], Task] = {}  # (dataset, ae, fold or None) -> its prepare task
     for ds in spec.datasets:
         for ae in spec.autoencoders if uses_ae else []:
@@ -159,4 +160,48 @@ def classification_grid(spec: StudySpec) -> list[Task]:
                             identity, f"{ds} {name} {space} {variant} fold {fold} seed {seed}")
                 by_identity[(ds, name, space, variant, fold, seed)] = task
                 cells_.append(task)
-    return list(ae_tasks.values()) + prepares + cells_
+    return list(ae_tasks.values()) + prepares + cells_ + synth_tasks(spec, pair_of, by_identity)
+
+
+def synth_tasks(spec: StudySpec, pair_of: dict, by_identity: dict) -> list[Task]:
+    """Per dataset x autoencoder x fold (``synth.on`` restricts them): a generator on the fold's training part
+    (``synth-train``, needs the pair), then a synthetic dataset (``synth-sample``, needs the generator and, when
+    asked, the fold's noise-conditioned latent cell as guide and its plain latent cell as filter; first seed)."""
+    from ..errors import UserError
+
+    if spec.synth is None:
+        return []
+    syn, out = spec.synth, []
+    for ds in spec.datasets:
+        if ds not in syn.on.get("datasets", [ds]):
+            continue
+        for ae in spec.autoencoders:
+            if ae.key not in syn.on.get("autoencoders", [ae.key]):
+                continue
+            for fold in spec.fold_ids:
+                pair = pair_of.get((ds, ae.key, fold)) or pair_of[(ds, ae.key, None)]
+                key = {"dataset": ds, "autoencoder": ae.key, "fold": fold, "k": spec.k, "split_seed": spec.split_seed,
+                       "val_fraction": spec.val_fraction, "cache": _cache_key(spec),
+                       "train": syn.train.model_dump(mode="json")}
+                if "ae" in pair.config:
+                    key["ae"] = pair.config["ae"]
+                g = "g" + stable_hash(key)
+                identity = {"dataset": ds, "autoencoder": ae.key, "fold": fold}
+                out.append(Task("synth-train", g, {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device},
+                                {"pair": pair.hash}, f"generators/{run_name(ds, ae.key, f'f{fold}', hash=g)}", identity,
+                                f"train generator {ds} x {ae.key} fold {fold}"))
+                needs, skey = {"generator": g}, {"generator": g, "sample": syn.sample.model_dump(mode="json")}
+                for role, on, variant in (("guide", syn.sample.guide, "noise-conditioned"), ("filter", syn.sample.filter, "plain")):
+                    if not on:
+                        continue
+                    cell = by_identity.get((ds, ae.key, "latent", variant, fold, spec.seeds[0]))
+                    if cell is None:
+                        raise UserError(f"synth.sample.{role} needs the {variant} latent cell of {ds} x {ae.key} fold "
+                                        f"{fold}, which this grid does not train",
+                                        "let variants_on include this dataset and autoencoder, or narrow synth.on")
+                    needs[role] = skey[role] = cell.hash
+                s = "s" + stable_hash(skey)
+                out.append(Task("synth-sample", s, {"sample": syn.sample.model_dump(mode="json"), "device": spec.device},
+                                needs, f"synthetic/{run_name(ds, ae.key, f'f{fold}', hash=s)}", identity,
+                                f"sample synthetic {ds} x {ae.key} fold {fold}"))
+    return out

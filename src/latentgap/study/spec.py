@@ -196,6 +196,55 @@ class AutoencoderEntry(_Strict):
         return self.name if self.label is None and self.train is None else handler(self)
 
 
+class SynthTrainSettings(_Strict):
+    """The generator of each fold (``latentgap.synth.train.SynthConfig`` fields; data and fold come from the grid)."""
+
+    backbone: Literal["dit", "unet"] = "dit"
+    size: Literal["tiny", "small", "base", "large"] = "tiny"
+    objective: Literal["flow", "vpred"] = "flow"
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    label_dropout: float = Field(0.1, ge=0, lt=1)
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    seed: int = 0
+    checkpoint_every: int = Field(200, ge=1)
+
+
+class SynthSampleSettings(_Strict):
+    """What each fold's generator samples (``latentgap synth sample``): a plan, a sampler, guidance, a filter."""
+
+    fill: bool = True  # fill every class up to the majority count of the fold's training part (the default plan)
+    per_class: int | None = Field(None, ge=1)  # or N of every class
+    ratio: float | None = Field(None, gt=0)  # or R synthetic per real image of each class
+    steps: int = Field(50, ge=1)
+    sampler: Literal["auto", "euler", "ddim", "dpm++"] = "auto"
+    cfg_scale: float = Field(1.0, ge=0)
+    guide: bool = False  # classifier guidance by the study's noise-conditioned latent cell of the fold
+    guide_scale: float = Field(1.0, ge=0)
+    filter: bool = False  # keep samples the study's plain latent cell of the fold accepts
+    threshold: float = Field(0.5, ge=0, le=1)
+    max_tries: int = Field(20, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_plan(self) -> "SynthSampleSettings":
+        if self.per_class is not None or self.ratio is not None:
+            self.fill = False
+        if (self.per_class is not None) + (self.ratio is not None) + self.fill != 1:
+            raise _FieldError(("per_class",), "give exactly one plan: fill, per_class or ratio")
+        return self
+
+
+class SynthSettings(_Strict):
+    """Latent diffusion synthesis per fold: a generator on the fold's training part, then a synthetic dataset."""
+
+    train: SynthTrainSettings = Field(default_factory=SynthTrainSettings)
+    sample: SynthSampleSettings = Field(default_factory=SynthSampleSettings)
+    on: dict[Literal["datasets", "autoencoders"], list[str]] = Field(default_factory=dict)
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -228,6 +277,8 @@ class StudySpec(_Strict):
     # latent space's own model and settings behind a patch stem that maps images to the latent grid, paired
     # with the plain latent cells -- separates "space" from "architecture" (needs a ConvNeXt latent model)
     matched_control: bool = False
+    # latent diffusion synthesis per dataset x autoencoder x fold (docs/synthesis.md); None: no synthesis
+    synth: SynthSettings | None = None
 
     @field_validator("autoencoders", mode="before")
     @classmethod
@@ -253,6 +304,19 @@ class StudySpec(_Strict):
             for name in self.variants_on.get(key, []):
                 if name not in known:
                     raise _FieldError(("variants_on", key), f"'{name}' is not one of the study's {key} {known}")
+        if self.synth is not None:
+            for key, known in (("datasets", self.datasets), ("autoencoders", [e.key for e in self.autoencoders])):
+                for name in self.synth.on.get(key, []):
+                    if name not in known:
+                        raise _FieldError(("synth", "on", key), f"'{name}' is not one of the study's {key} {known}")
+            if self.synth.sample.guide and "noise-conditioned" not in self.variants:
+                raise _FieldError(("synth", "sample", "guide"), "guidance uses the study's noise-conditioned latent "
+                                  "cells: add noise-conditioned to variants")
+            if self.synth.sample.filter and "latent" not in self.spaces:
+                raise _FieldError(("synth", "sample", "filter"), "filtering uses the study's plain latent cells: add "
+                                  "latent to spaces")
+            if not self.autoencoders:
+                raise _FieldError(("synth",), "synthesis needs an autoencoder")
         for where, settings in [("train", self.train)] + [(f"space_train.{s}", t) for s, t in self.space_train.items()]:
             for key in ("dataset", "autoencoder", "space", "fold", "seed", "variant", "views"):
                 if key in settings:

@@ -40,7 +40,7 @@ from ..storage import atomic_write_json, atomic_write_text, read_json, stable_ha
 from .models import build_denoiser
 from .objectives import build_objective, weighted_mse
 
-_NOT_HASHED = ("device", "root", "cache_dir", "checkpoint_every", "log_every", "cache_batch_size")
+_NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "checkpoint_every", "log_every", "cache_batch_size")
 
 
 class SynthConfig(BaseModel):
@@ -79,12 +79,19 @@ class SynthConfig(BaseModel):
     device: str = "auto"
     root: str | None = None
     cache_dir: str | None = None
+    splits_path: str | None = None
     dtype: str = "float16"
     grey_to_rgb: bool = True
     cache_batch_size: int = 64
 
     def config_hash(self) -> str:
-        return stable_hash({k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED})
+        """Hash of what changes the weights; an autoencoder folder inside ``root`` (a study's own) enters
+        relative to it, so the same generator in two study folders has one hash."""
+        from ..train.config import _relative_to_root
+
+        d = {k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED}
+        d["autoencoder"] = _relative_to_root(d["autoencoder"], self.root)
+        return stable_hash(d)
 
 
 def open_synth_inputs(cfg: SynthConfig):
