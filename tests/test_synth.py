@@ -262,6 +262,7 @@ def test_synthetic_dataset_round_trip_and_never_a_test_split(tiny_gens, tmp_path
           "--device", "cpu"])
     ds = open_dataset(str(out))
     assert ds.synthetic and len(ds) == 6 and sorted(np.asarray(ds.labels).tolist()) == [0, 0, 0, 1, 1, 1]
+    assert ds.describe()["source"].startswith("synthetic: sampled by the generator")
     man = ds.synthetic_manifest
     assert man["source"] == "synthetic" and man["fold"] == 0 and man["counts"] == [3, 3]
     assert ds.load_uint8(np.arange(2)).shape == (2, 32, 32, 1)
