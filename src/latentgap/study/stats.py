@@ -52,7 +52,7 @@ MATCHED_COMPARISONS = [("recon-latent (matched)", "recon", "latent", "matched", 
 PAIR_KEYS = ["dataset", "autoencoder", "split_seed", "fold"]
 MARGIN = 0.02  # equivalence margin of TOST, in metric units (bACC 0.02 = 2 points)
 ALPHA = 0.05
-IDENTITY_VIEWS = ("identity",)  # test-time views of a row without a ``views`` field
+IDENTITY_VIEWS = ("identity",)  # encode-time views of a row without a ``views`` field
 DEFAULT_SPLIT_SEED = 0  # rows without ``split_seed``: the default of study specs and ``latentgap train``
 
 
@@ -231,7 +231,7 @@ def _hashable(value):
 
 
 def _views(value):
-    """Test-time views of a row; a row without the field was evaluated on the identity view only."""
+    """Encode-time views a row trained on; a row without the field saw the identity view only."""
     v = _hashable(value)
     if v is None:
         return IDENTITY_VIEWS
@@ -327,7 +327,7 @@ def check_pairable(a: pd.DataFrame, b: pd.DataFrame, name: str) -> None:
             known = h[h[field].notna()]
             if known[field].nunique() > 1:
                 what = {"splits_digest": "fold assignments (splits.json)", "image_size": "image sizes",
-                        "views": "test-time views"}[field]
+                        "views": "encode-time views (augmentation)"}[field]
                 raise UserError(
                     f"{name}: rows of dataset '{ds}' and autoencoder '{ae}' differ in {field} "
                     f"({_describe(known, field)}); pairing them would compare classifiers on different {what}",
