@@ -141,7 +141,9 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
     Returns:
         The generator row (also ``run_dir/result.json``).
     """
-    from ..device import resolve_device
+    from contextlib import nullcontext
+
+    from ..device import autocast_dtype, resolve_device
     from ..train.distill import ae_identity
 
     run_dir = Path(run_dir)
@@ -211,6 +213,9 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
                                         "ema": ema_sd, "ema_n": len(shadow)})
         atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + ("\n" if lines else ""))
 
+    amp = autocast_dtype(device)  # bf16 / fp16 autocast on CUDA, full precision on CPU and MPS
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else nullcontext
     n = len(train)
     model.train()
     window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
@@ -225,14 +230,23 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
             drop = torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout
             y = torch.where(drop, torch.full_like(y, k), y)  # label k: "no class" (classifier-free guidance)
             nb = objective.draw(x, g)
-            pred = model(nb.z_t.to(device), nb.model_time.to(device), y.to(device))
+            with autocast():
+                pred = model(nb.z_t.to(device), nb.model_time.to(device), y.to(device))
             nb.target, nb.weight = nb.target.to(device), nb.weight.to(device)
-            loss = weighted_mse(pred, nb)
+            loss = weighted_mse(pred, nb)  # in float32
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             sched.step()
             ema.step(model.parameters())
             step += 1
