@@ -10,7 +10,7 @@
    follows the same <= 256-token rule; the UNet gets one more level per factor 2) — the reason latent diffusion
    exists.
 4. Generator-training memory against cache size: peak RSS of ``train_generator`` (50 steps, fresh process each)
-   on caches of 10 000 and 100 000 latents (a phantom dataset at 8 px encoded by TAEF2, 32 x 1 x 1 latents):
+   on caches of 10 000 and 100 000 latents (a phantom dataset at 16 px encoded by TAEF2, 32 x 2 x 2 latents):
    the loop reads batches by positioned reads, so memory should not grow with the cache.
 
     OMP_NUM_THREADS=1 python benchmarks/synth_speed.py --work /tmp/lgx/synth_speed
@@ -125,7 +125,7 @@ def memory(work: Path) -> dict:
 
     out = {}
     for n in (10_000, 100_000):
-        cfg = SynthConfig(dataset=f"phantom:n={n},size=8,classes=2,imbalance=1", autoencoder="taef2", k=3, steps=50,
+        cfg = SynthConfig(dataset=f"phantom:n={n},size=16,classes=2,imbalance=1", autoencoder="taef2", k=3, steps=50,
                           batch_size=64, checkpoint_every=50, device="cpu", root=str(work / "root"), size="tiny")
         open_synth_inputs(cfg)  # build the cache first (not measured)
         r = subprocess.run([sys.executable, "-c", CHILD, cfg.model_dump_json(), str(work / f"mem-{n}")],
@@ -147,10 +147,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rec = {"command": "python benchmarks/synth_speed.py " + " ".join(sys.argv[1:]), "machine_at_start": machine(),
            "versions": versions(), "threads": torch.get_num_threads()}
-    rec["sampling"] = sampler_and_guidance(args.batch, args.steps)
-    rec["train_step"] = latent_vs_pixel(args.batch)
-    if not args.skip_memory:
-        rec["memory"] = memory(work)
+    partial = work / "record.partial.json"  # each part is kept as soon as it is measured
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    for key, fn in (("sampling", lambda: sampler_and_guidance(args.batch, args.steps)),
+                    ("train_step", lambda: latent_vs_pixel(args.batch)),
+                    ("memory", lambda: None if args.skip_memory else memory(work))):
+        rec[key] = done.get(key) or fn()
+        done[key] = rec[key]
+        partial.write_text(json.dumps(done))
+    if rec["memory"] is None:
+        rec.pop("memory")
     rec["machine_at_end"] = machine()
     (HERE / "synth_speed.json").write_text(json.dumps(rec, indent=1) + "\n")
     s, t = rec["sampling"], rec["train_step"]
