@@ -368,3 +368,39 @@ def test_flux2_generator_works_in_the_patched_normalised_form_and_decodes_throug
     from latentgap.data import to_uint8
 
     assert np.abs(to_uint8(want).astype(int) - ds.load_uint8(np.arange(3)).astype(int)).max() <= 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_utility_variants_train_on_synthetic_and_test_on_real(tiny_gens, tmp_path):
+    """TSTR and real+synthetic cells: the training part is the synthetic set (or both), val / test stay real."""
+    import json
+
+    from latentgap.synth.dataset import write_synthetic
+    from latentgap.synth.sample import sample_plan
+    from latentgap.train import TrainConfig, run_training
+
+    gen = tiny_gens["flow"]
+    syn = tmp_path / "syn"
+    write_synthetic(syn, gen, sample_plan(gen, np.array([5, 4]), steps=2), {"sampler": "euler"})
+    common = dict(dataset=gen.config.dataset, autoencoder="taef2", k=3, fold=0, epochs=1, batch_size=8,
+                  pretrained="false", model="resnet18", model_kwargs={"channels": [8, 16, 32, 64]},
+                  drw_switch_epoch=0, root=gen.config.root, dtype="float32", device="cpu")
+    real = run_training(TrainConfig(**common, space="image"), tmp_path / "trtr")
+    tstr = run_training(TrainConfig(**common, space="image", variant="tstr", synthetic=str(syn)), tmp_path / "tstr")
+    aug = run_training(TrainConfig(**{**common, "model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 32, 64]}},
+                                   space="latent", variant="augmented", synthetic=str(syn)), tmp_path / "aug")
+    assert tstr["train_data"] == "synthetic" and tstr["n_train"] == tstr["n_synthetic"] == 9
+    assert aug["train_data"] == "real+synthetic" and aug["n_train"] == real["n_train"] + 9
+    assert tstr["n_test"] == real["n_test"] and tstr["splits_digest"] == real["splits_digest"]  # the same real test
+    assert tstr["variant"] == "tstr" and aug["variant"] == "augmented"
+    # a synthetic set of another fold is refused
+    man = json.loads((syn / "synthetic.json").read_text())
+    other = tmp_path / "syn-other"
+    other.mkdir()
+    for f in ("images.npz", "latents.npy"):
+        (other / f).write_bytes((syn / f).read_bytes())
+    (other / "synthetic.json").write_text(json.dumps({**man, "fold": 2}))
+    with pytest.raises(UserError, match="made for another fold"):
+        run_training(TrainConfig(**common, space="image", variant="tstr", synthetic=str(other)), tmp_path / "bad")
+    with pytest.raises(UserError, match="needs a synthetic dataset"):
+        TrainConfig(**common, space="image", variant="tstr").resolved()

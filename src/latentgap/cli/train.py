@@ -53,6 +53,10 @@ def train_cmd(
     views: str = typer.Option("identity", "--views", help="Encode-time views a training sample draws from, comma-"
                               "separated, identity first (e.g. identity,hflip): every space sees the same augmented "
                               "image; the cache stores the latents of each view."),
+    train_data: str = typer.Option("real", "--train-data", help="real (the fold's training part), synthetic (TSTR: "
+                                   "only --synthetic) or real+synthetic (augmentation); validation and test stay real."),
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Synthetic dataset folder of this fold "
+                                             "(`latentgap synth sample`)."),
     precise_bn: int = typer.Option(8, "--precise-bn", help="Recompute BatchNorm statistics over N training batches "
                                    "before each validation (0: off)."),
     protocol: str = typer.Option("kfold", "--protocol", help="kfold, or official (the dataset's own split)."),
@@ -82,7 +86,8 @@ def train_cmd(
             distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs, until=until,
             patience=patience, precise_bn_batches=precise_bn, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, loss=loss,
-            drw_switch_epoch=drw_epoch, augment=augment, views=[v.strip() for v in views.split(",") if v.strip()],
+            drw_switch_epoch=drw_epoch, augment=augment, train_data=train_data,
+            synthetic=str(synthetic) if synthetic else None, views=[v.strip() for v in views.split(",") if v.strip()],
             protocol=protocol, k=folds, split_seed=split_seed, seed=seed,
             resize=resize, root=str(root) if root else None, device=device,
         )

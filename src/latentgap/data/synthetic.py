@@ -31,6 +31,7 @@ def open_synthetic(path: str | os.PathLike, resize: int | None = None):
     ds = NpzDataset(path / "images.npz", resize, name=f"synthetic-{manifest['dataset']}-fold{manifest['fold']}")
     ds.synthetic = True
     ds.synthetic_manifest = manifest
+    ds.synthetic_path = path
     ds.source = (f"synthetic: sampled by the generator {manifest['generator']} of {manifest['dataset']} fold "
                  f"{manifest['fold']} (training data only)")
     return ds

@@ -197,3 +197,55 @@ def input_spec(space: str, ds, cache=None) -> tuple[int, int, int]:
         return cache.latent_shape
     h, w = ds.image_size
     return (int(ds.channels), int(h), int(w))
+
+
+def synthetic_part(space: str, synthetic, views=None, mean=None, std=None) -> SpaceDataset:
+    """Every sample of a synthetic dataset (``latentgap.data.synthetic``) as a training part in ``space``.
+
+    image / recon: the decoded synthetic images (they are decode(z), the autoencoder's output, so they stand for
+    reconstructions too), under the encode-time ``views`` like real images; latent: the generated latents,
+    normalised with the real fold's ``mean`` / ``std`` (identity view only: a flipped latent is not a latent).
+    """
+    _check_space(space)
+    n = len(synthetic)
+    idx = np.arange(n, dtype=np.int64)
+    targets = _targets(synthetic, idx)
+    if space == "latent":
+        reader = NpyRows(synthetic.synthetic_path / "latents.npy")
+        views = check_views(views)
+        return SpaceDataset(space, idx, [reader] * len(views), targets, mean, std, views=views)
+    views = check_views(views, tuple(synthetic.image_size))
+    return SpaceDataset(space, idx, [_viewed(synthetic.load_uint8, v) for v in views], targets, views=views)
+
+
+class CombinedParts:
+    """Two training parts served as one (real, then synthetic): ``get_batch`` maps positions to either."""
+
+    def __init__(self, first: SpaceDataset, second: SpaceDataset):
+        if first.views != second.views:
+            raise ValueError("combined parts must draw the same views")
+        self.parts, self.n1 = (first, second), len(first)
+        self.views, self.num_views, self.space = first.views, first.num_views, first.space
+        self.targets = torch.cat([first.targets, second.targets])
+        self.indices = np.concatenate([first.indices, -1 - second.indices])  # synthetic rows: negative ids
+        self.normalisation = first.normalisation
+
+    def __len__(self) -> int:
+        return self.n1 + len(self.parts[1])
+
+    def get_batch(self, positions, views=None):
+        pos = torch.as_tensor(positions, dtype=torch.long)
+        first = pos < self.n1
+        xs, ys = [None, None], [None, None]
+        for j, sel in enumerate((first, ~first)):
+            if sel.any():
+                p = pos[sel] - (0 if j == 0 else self.n1)
+                v = None if views is None else torch.as_tensor(views)[sel]
+                xs[j], ys[j] = self.parts[j].get_batch(p, v)
+        x0 = xs[0] if xs[0] is not None else xs[1]
+        x = torch.empty((len(pos), *x0.shape[1:]), dtype=x0.dtype)
+        y = torch.empty((len(pos), *self.targets.shape[1:]), dtype=self.targets.dtype)
+        for j, sel in enumerate((first, ~first)):
+            if xs[j] is not None:
+                x[sel], y[sel] = xs[j], ys[j]
+        return x, y

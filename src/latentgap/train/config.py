@@ -25,12 +25,16 @@ VARIANT_SWITCHES = {"tuned": "hpo", "noise-conditioned": "noise_cond", "distille
 # default image-space recipe against (class-weighted cross-entropy, linear head, one-cycle schedule)
 # "matched" is the architecture-matched control: images / reconstructions classified by the latent space's own
 # ConvNeXt behind a patch stem that maps them to the latent grid (``stem_patch``), so only the space differs
-VARIANT_RECIPES = {"baseline": {"loss": "wce", "schedule": "onecycle"}, "matched": {}}
+# "tstr" trains on a synthetic dataset only (train on synthetic, test on real), "augmented" on the real training part
+# plus a synthetic dataset: the utility variants of synthetic-data evaluation (``synthetic`` names the folder)
+VARIANT_RECIPES = {"baseline": {"loss": "wce", "schedule": "onecycle"}, "matched": {},
+                   "tstr": {"train_data": "synthetic"}, "augmented": {"train_data": "real+synthetic"}}
 DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_tiny"}
 # settings that do not change what is computed: left out of the config hash (a run may resume elsewhere)
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
 # settings added after runs existed: in the hash only when not at their default, so earlier runs keep theirs
-_HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine", "views": ["identity"], "stem_patch": None}
+_HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine", "views": ["identity"], "stem_patch": None,
+                      "train_data": "real", "synthetic": None}
 
 
 def _relative_to_root(value: str | None, root: str | None) -> str | None:
@@ -86,6 +90,10 @@ class TrainConfig(BaseModel):
     drw_switch_epoch: int | None = 10
     drw_beta: float = 0.9999
     augment: str = "auto"  # auto: see resolved() (no geometric augmentation of cached latents, ever)
+    # the training part: the fold's real one, a synthetic dataset of the fold (latentgap synth sample), or both;
+    # validation and test parts are always the fold's real ones
+    train_data: Literal["real", "synthetic", "real+synthetic"] = "real"
+    synthetic: str | None = None  # folder of a synthetic dataset made from this fold's training part
     # encode-time views a training sample draws from (latentgap.latents.views): the same augmented image in
     # every space (view(x), its reconstruction, its latent); identity only = no views
     views: list[str] = Field(default_factory=lambda: ["identity"])
@@ -150,6 +158,11 @@ class TrainConfig(BaseModel):
                                     f"{', '.join([*VARIANT_SWITCHES, *VARIANT_RECIPES])}")
                 upd[VARIANT_SWITCHES[part]] = True
         cfg = self.model_copy(update=upd)
+        if cfg.train_data != "real" and not cfg.synthetic:
+            raise UserError(f"training data '{cfg.train_data}' needs a synthetic dataset",
+                            "pass --synthetic FOLDER (written by `latentgap synth sample` for this fold)")
+        if cfg.train_data != "real" and cfg.distill:
+            raise UserError("distillation is defined on the real training part only", "drop --distill")
         if cfg.until == "converged" and cfg.schedule == "onecycle":
             raise UserError("a one-cycle schedule needs a fixed number of epochs, not until=converged",
                             "use --until epochs with the one-cycle schedule")
@@ -182,6 +195,7 @@ class TrainConfig(BaseModel):
         """
         d = {k: v for k, v in self.model_dump().items()
              if k not in _NOT_HASHED and not (k in _HASHED_IF_CHANGED and v == _HASHED_IF_CHANGED[k])}
-        for key in ("autoencoder", "distill_teacher"):
-            d[key] = _relative_to_root(d[key], self.root)
+        for key in ("autoencoder", "distill_teacher", "synthetic"):
+            if key in d:  # (synthetic is left out of the hash when unset)
+                d[key] = _relative_to_root(d[key], self.root)
         return stable_hash(d)

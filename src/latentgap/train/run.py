@@ -31,6 +31,7 @@ import yaml
 
 from ..device import autocast_dtype, resolve_device
 from ..errors import UserError
+from ..latents.spaces import CombinedParts
 from ..progress import progress_bar
 from ..runs import (environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, read_checkpoint_meta,
                     save_checkpoint)
@@ -168,6 +169,11 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     inputs = inputs or open_inputs(cfg)
     ds, splits, cache = inputs.dataset, inputs.splits, inputs.cache
     train, val, test = inputs.parts(cfg.space, cfg.fold, cfg.views)
+    n_synthetic = 0
+    if cfg.train_data != "real":  # synthetic images of this fold replace or join the real training part
+        syn = synthetic_training_part(cfg, ds, splits, cache, train)
+        n_synthetic = len(syn)
+        train = syn if cfg.train_data == "synthetic" else CombinedParts(train, syn)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.model_dump(), "config_hash": chash}, sort_keys=True))
 
     multilabel = bool(ds.multilabel)
@@ -249,7 +255,8 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
         "stem_stride": info.get("stem_stride"), "stem_patch": cfg.stem_patch, "image_size": list(ds.image_size), "input_shape": [c, h, w],
         # multi-label runs train with weighted BCE whatever cfg.loss says
         "loss": "bce" if multilabel else cfg.loss, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-        "batch_size": cfg.batch_size, "augment": cfg.augment, "views": list(cfg.views), "noise_cond": cfg.noise_cond, "distill": cfg.distill,
+        "batch_size": cfg.batch_size, "augment": cfg.augment, "views": list(cfg.views),
+        "train_data": cfg.train_data, "n_synthetic": n_synthetic, "noise_cond": cfg.noise_cond, "distill": cfg.distill,
         "hpo_best": hpo_best["params"] if hpo_best else None,
         "train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / max(n_epochs, 1), 3),
         "device": str(device), "device_name": f"{env['device_name']} x{env['threads']} threads",
@@ -258,6 +265,34 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     }
     atomic_write_json(run_dir / "result.json", row)
     return row
+
+
+def synthetic_training_part(cfg: TrainConfig, ds, splits, cache, real_train):
+    """The synthetic dataset ``cfg.synthetic`` as a training part of ``cfg.space``, after checking that it was
+    made from this dataset's fold ``cfg.fold`` (the same fold assignment) and, for latents, by this autoencoder."""
+    from ..data import open_dataset
+    from ..latents.spaces import synthetic_part
+
+    syn = open_dataset(cfg.synthetic)
+    if not getattr(syn, "synthetic", False):
+        raise UserError(f"'{cfg.synthetic}' is not a synthetic dataset", "pass a folder written by `latentgap synth sample`")
+    man = syn.synthetic_manifest
+    checks = [("dataset_fingerprint", ds.fingerprint(), "dataset"), ("fold", cfg.fold, "fold"),
+              ("splits_digest", splits.digest(), "fold assignment")]
+    if cfg.space == "latent" and cache is not None:
+        checks.append(("autoencoder_sha256", cache.manifest.get("autoencoder", {}).get("weights_sha256"), "autoencoder"))
+    for key, want, what in checks:
+        if man.get(key) != want:
+            raise UserError(f"synthetic dataset '{cfg.synthetic}' was made for another {what} ({man.get(key)!r}, this "
+                            f"run {want!r})", "sample it from the generator of this dataset, autoencoder and fold")
+    if tuple(syn.image_size) != tuple(ds.image_size) or syn.channels != ds.channels:
+        raise UserError(f"synthetic images are {syn.image_size[0]}x{syn.image_size[1]}x{syn.channels}, the real ones "
+                        f"{ds.image_size[0]}x{ds.image_size[1]}x{ds.channels}", "sample at the real data's size and channels")
+    if syn.num_classes != ds.num_classes:
+        raise UserError(f"synthetic dataset has {syn.num_classes} classes, the real one {ds.num_classes}",
+                        "sample from the generator of this dataset")
+    norm = real_train.normalisation
+    return synthetic_part(cfg.space, syn, cfg.views, *(norm if norm else (None, None)))
 
 
 def _write_inputs_record(run_dir: Path, cfg: TrainConfig, ds, splits, cache, train, shape) -> None:
