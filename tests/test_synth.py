@@ -404,3 +404,42 @@ def test_utility_variants_train_on_synthetic_and_test_on_real(tiny_gens, tmp_pat
         run_training(TrainConfig(**common, space="image", variant="tstr", synthetic=str(other)), tmp_path / "bad")
     with pytest.raises(UserError, match="needs a synthetic dataset"):
         TrainConfig(**common, space="image", variant="tstr").resolved()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_study_evaluates_synthetic_data_utility_fidelity_privacy(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from latentgap.reports import build_report
+    from latentgap.study import run_study, spec_from_dict
+    from latentgap.study import stats as S
+
+    spec = spec_from_dict(dict(
+        name="syneval", datasets=["phantom:n=72,size=32,classes=2,imbalance=2"], autoencoders=["taef2"], k=3,
+        spaces=["image", "latent"], baseline_check=False, examples=0, cache={"dtype": "float32"}, device="cpu",
+        train={"epochs": 1, "batch_size": 16, "pretrained": "false", "drw_switch_epoch": 0},
+        space_train={"image": {"model": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}},
+                     "latent": {"model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 32, 64]}}},
+        synth={"train": {"steps": 3, "batch_size": 8, "checkpoint_every": 3}, "sample": {"per_class": 8, "steps": 2},
+               "evaluate": {"utility": ["tstr", "augmented"], "utility_spaces": ["image"]}}))
+    summary = run_study(spec, tmp_path, echo=lambda *_: None)
+    assert summary.ok, summary.failed
+    rows = pd.DataFrame([json.loads(p.read_text()) for p in (tmp_path / "rows").glob("*.json")])
+    res = rows[rows["kind"] == "result"]
+    assert set(res.loc[res["variant"] == "tstr", "n_synthetic"]) == {16}
+    aug = res[res["variant"] == "augmented"].set_index("fold")
+    plain = res[(res["variant"] == "plain") & (res["space"] == "image")].set_index("fold")
+    assert (aug["n_train"] == plain.loc[aug.index, "n_train"] + 16).all()
+    t = S.pair_tests(rows, comparisons=S.UTILITY_COMPARISONS)
+    tstr = t[t["comparison"] == "tstr-real (image)"].iloc[0]
+    want = (res[res["variant"] == "tstr"].set_index("fold")["bacc"] - plain["bacc"]).mean()
+    assert tstr["n"] == 3 and tstr["mean_diff"] == pytest.approx(want)
+    ev = rows[rows["kind"] == "synth-eval"]
+    assert len(ev) == 3 and {"fd_random", "kid_mean_classifier", "copy_rate_pixel_l2", "mia_auc"} <= set(ev.columns)
+    assert ev["mia_auc"].between(0, 1).all() and ev["copy_rate_pixel_l2"].between(0, 1).all()
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Synthetic data: utility" in md and "## Synthetic data: fidelity and privacy" in md
+    assert "tstr-real (image)" in md

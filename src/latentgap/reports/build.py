@@ -178,6 +178,28 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
                             "fold's training part, and the synthetic dataset it sampled (counts per class; acceptance "
                             "per class when filtered by the fold's latent classifier). Synthetic data is training "
                             "data only: it is never split or tested on.", syn))
+    util = tables.utility_table(rows, margin)
+    if len(util):
+        secs.append(Section("Synthetic data: utility", "The same classifier, settings and folds trained on the real "
+                            "training part (real arm: the study's plain cells), on the fold's synthetic dataset only "
+                            "(tstr) or on both (augmented); always tested on the fold's real test part. Corrected "
+                            "paired test across folds; per-class recall in the table below it.", util))
+    sev = tables.synth_eval_table(rows)
+    if len(sev):
+        gal = []
+        for i, r in enumerate(rows[rows["kind"] == "synth-eval"].sort_values(["dataset", "autoencoder", "fold"])
+                              .drop_duplicates(["dataset", "autoencoder"]).itertuples()):
+            p = study_dir / str(r.gallery)
+            if p.is_file():
+                gal.append((f"synth_gallery_{i}", p.read_bytes()))
+        secs.append(Section("Synthetic data: fidelity and privacy", "Mean over folds. Fidelity against the fold's real "
+                            "training part in two feature spaces (random: a seeded random ConvNet; classifier: the "
+                            "fold's image cell's penultimate layer): FD (read KID first when fd_reliable is false), KID, "
+                            "precision / recall / density / coverage. Copies: share of synthetic samples closer to a "
+                            "training sample than the 1 % quantile of held-out real samples' distances (≈ 0.01 for a "
+                            "generator of new images, 1 for a copier). Membership inference on the generator's "
+                            "denoising loss: AUC 0.5 = no leak. Gallery: the closest synthetic / training pairs of the "
+                            "first fold.", sev, images=gal or None))
     abl = tables.ablation_table(rows)
     if len(abl):
         secs.append(Section("Latent classifier ablation", "Latent-space variants with the RS classifier as reference.",

@@ -115,6 +115,36 @@ def matched_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
         "flags": t["flags"]})
 
 
+def utility_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
+    """Synthetic-data utility: real+synthetic and synthetic-only training against real-only training of the same
+    classifier on the same folds (corrected paired test; Holm over this table), and the TSTR / TRTR ratio."""
+    t = S.pair_tests(rows, comparisons=S.UTILITY_COMPARISONS, margin=margin)
+    if not len(t):
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "dataset": t["dataset"], "autoencoder": t["autoencoder"], "comparison": t["comparison"], "J": t["n"],
+        "synthetic arm": t["mean_a"].map(lambda v: f"{v:.3f}"), "real arm": t["mean_b"].map(lambda v: f"{v:.3f}"),
+        "difference [95% CI]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(lo) else f"{d:+.3f}"
+                                for d, lo, hi in zip(t["mean_diff"], t["ci_low"], t["ci_high"])],
+        "ratio (synthetic / real)": (t["mean_a"] / t["mean_b"]).map(lambda v: f"{v:.2f}"),
+        "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p), "flags": t["flags"]})
+
+
+def synth_eval_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Fidelity and privacy per dataset x autoencoder, mean over folds (rows of kind "synth-eval")."""
+    if "kind" not in rows:
+        return pd.DataFrame()
+    ev = rows[rows["kind"] == "synth-eval"]
+    if not len(ev):
+        return pd.DataFrame()
+    cols = [c for c in ev.columns if c.split("_")[0] in ("fd", "kid", "precision", "recall", "density", "coverage",
+                                                          "copy", "mia") and ev[c].map(lambda v: isinstance(v, (int, float))
+                                                                                        and not isinstance(v, bool)).all()]
+    out = ev.groupby(["dataset", "autoencoder"])[cols].mean().reset_index()
+    out.insert(2, "folds", ev.groupby(["dataset", "autoencoder"]).size().values)
+    return out.round(4)
+
+
 def synthesis_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per generator (rows of kind "generator") with the synthetic dataset it sampled (kind "synthetic")."""
     if "kind" not in rows:

@@ -111,6 +111,8 @@ def train_cell(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
     extra = {}
     if "teacher" in inputs:  # the study's own recon cell of this fold and seed teaches the distilled cell
         extra["distill_teacher"] = str(inputs.path(inputs["teacher"]["run_dir"]))
+    if "synthetic" in inputs:  # a utility cell: the fold's synthetic dataset is (part of) the training data
+        extra["synthetic"] = str(inputs.path(inputs["synthetic"]["synthetic_dir"]))
     ae = None
     if pair is not None:  # the study-trained weights folder (inside the study) or the entry's name / path
         ae = str(inputs.path(pair["ae_spec"])) if pair["ae_in_study"] else pair["ae_spec"]

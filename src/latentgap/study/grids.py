@@ -163,6 +163,41 @@ def classification_grid(spec: StudySpec) -> list[Task]:
     return list(ae_tasks.values()) + prepares + cells_ + synth_tasks(spec, pair_of, by_identity)
 
 
+def _synth_eval_tasks(spec: StudySpec, ds: str, ae: AutoencoderEntry, fold: int, pair: Task, gen: str, syn: str,
+                      by_identity: dict) -> list[Task]:
+    """Utility cells (``tstr`` / ``augmented`` classifier cells trained on the fold's synthetic dataset, tested on
+    its real test part; the study's plain cells are the real arm) and one ``synth-eval`` task (fidelity, privacy)."""
+    ev, out = spec.synth.evaluate, []
+    for space in ev.utility_spaces:
+        for variant in ev.utility:
+            for seed in spec.seeds:
+                key = {"dataset": ds, "autoencoder": ae.key, "space": space, "variant": variant, "fold": fold,
+                       "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
+                       "train": {**spec.train, **spec.space_train.get(space, {})}, "synthetic": syn,
+                       "cache": _cache_key(spec)}
+                if spec.cache.views != ["identity"]:
+                    key["views"] = spec.cache.views
+                needs = {"synthetic": syn} | ({"pair": pair.hash} if space != "image" else {})
+                h = "c" + stable_hash(key)
+                out.append(Task("classifier", h, {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device},
+                                needs, f"runs/{run_name(ds, ae.key, space, variant, f'f{fold}', f's{seed}', hash=h)}",
+                                dict(zip(IDENTITY, (ds, ae.key, space, variant, fold, seed))),
+                                f"{ds} {ae.key} {space} {variant} fold {fold} seed {seed}"))
+    if ev.fidelity:
+        needs = {"synthetic": syn, "generator": gen, "pair": pair.hash}
+        image_cell = by_identity.get((ds, IMAGE_AE, "image", "plain", fold, spec.seeds[0]))
+        if image_cell is not None:  # its penultimate layer is a feature space (trained on the fold's real images)
+            needs["classifier"] = image_cell.hash
+        key = {"kind": "synth-eval", "needs": needs, "quantile": ev.copy_quantile, "k": spec.k,
+               "split_seed": spec.split_seed, "val_fraction": spec.val_fraction}
+        h = "e" + stable_hash(key)
+        out.append(Task("synth-eval", h, {**key, "dataset": ds, "cache": spec.cache.model_dump(mode="json"),
+                                          "device": spec.device}, needs,
+                        f"synth-eval/{run_name(ds, ae.key, f'f{fold}', hash=h)}",
+                        {"dataset": ds, "autoencoder": ae.key, "fold": fold}, f"evaluate synthetic {ds} x {ae.key} fold {fold}"))
+    return out
+
+
 def synth_tasks(spec: StudySpec, pair_of: dict, by_identity: dict) -> list[Task]:
     """Per dataset x autoencoder x fold (``synth.on`` restricts them): a generator on the fold's training part
     (``synth-train``, needs the pair), then a synthetic dataset (``synth-sample``, needs the generator and, when
@@ -204,4 +239,6 @@ def synth_tasks(spec: StudySpec, pair_of: dict, by_identity: dict) -> list[Task]
                 out.append(Task("synth-sample", s, {"sample": syn.sample.model_dump(mode="json"), "device": spec.device},
                                 needs, f"synthetic/{run_name(ds, ae.key, f'f{fold}', hash=s)}", identity,
                                 f"sample synthetic {ds} x {ae.key} fold {fold}"))
+                if syn.evaluate is not None:
+                    out += _synth_eval_tasks(spec, ds, ae, fold, pair, g, s, by_identity)
     return out

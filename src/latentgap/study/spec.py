@@ -237,11 +237,21 @@ class SynthSampleSettings(_Strict):
         return self
 
 
+class SynthEvalSettings(_Strict):
+    """Evaluation of each fold's synthetic dataset: utility cells, fidelity and privacy (docs/synthesis.md)."""
+
+    utility: list[Literal["tstr", "augmented"]] = Field(default_factory=lambda: ["tstr", "augmented"])
+    utility_spaces: list[Space] = Field(default_factory=lambda: ["image"])
+    fidelity: bool = True  # fidelity (random-conv and image-classifier features) and privacy figures per fold
+    copy_quantile: float = Field(0.01, gt=0, lt=0.5)
+
+
 class SynthSettings(_Strict):
     """Latent diffusion synthesis per fold: a generator on the fold's training part, then a synthetic dataset."""
 
     train: SynthTrainSettings = Field(default_factory=SynthTrainSettings)
     sample: SynthSampleSettings = Field(default_factory=SynthSampleSettings)
+    evaluate: SynthEvalSettings | None = None  # None: generate only
     on: dict[Literal["datasets", "autoencoders"], list[str]] = Field(default_factory=dict)
 
 

@@ -46,6 +46,9 @@ COMPARISONS = [("recon-latent", "recon", "latent"), ("image-recon", "image", "re
 # the architecture-matched control: the latent cell's own ConvNeXt on images / reconstructions (variant
 # "matched", a patch stem to the latent grid) against the plain latent cell; (name, space a, space b, variant a,
 # variant b)
+# synthetic-data utility: each utility variant against the plain (real-trained) cell of its space, fold by fold
+UTILITY_COMPARISONS = [(f"{v}-real ({sp})", sp, sp, v, "plain") for sp in ("image", "recon", "latent")
+                       for v in ("augmented", "tstr")]
 MATCHED_COMPARISONS = [("recon-latent (matched)", "recon", "latent", "matched", "plain"),
                        ("image-recon (matched)", "image", "recon", "matched", "matched")]
 # one paired difference per fold of one fold assignment; seeds are averaged inside

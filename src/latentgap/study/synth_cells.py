@@ -73,3 +73,50 @@ def synth_sample_task(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dic
             "guide_scale": man["guide_scale"], "filtered": man["filter"] is not None, "threshold": man["threshold"],
             "sampler": man["sampler"], "steps": man["steps"], "synthetic_dir": str(out.relative_to(inputs.root)),
             "source": "synthetic"}
+
+
+@register_task("synth-eval", row_kind="synth-eval")
+def synth_eval_task(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, Any]:
+    """Fidelity (random-conv and image-classifier features, overall and per class) and privacy (copies in pixel,
+    feature and latent space; membership inference against the generator) of one fold's synthetic dataset."""
+    import numpy as np
+    import torch
+
+    from ..data import load_or_make_splits, open_dataset
+    from ..latents import open_cache
+    from ..latents.spaces import NpyRows
+    from ..storage import atomic_write_bytes
+    from ..synth.evaluate import evaluate_synthetic
+    from ..synth.fidelity import ClassifierFeatures, RandomConvFeatures
+    from ..synth.sample import load_generator
+    from ..train import load_run
+    from ..workspace import splits_path
+
+    c = cfg["cache"]
+    real = open_dataset(cfg["dataset"], resize=resize_for(c, cfg["dataset"]))
+    syn = open_dataset(str(inputs.path(inputs["synthetic"]["synthetic_dir"])))
+    gen = load_generator(inputs.path(inputs["generator"]["run_dir"]))
+    fold = int(gen.inputs["fold"])
+    splits = load_or_make_splits(splits_path(inputs.root, real, "kfold", cfg["k"], cfg["split_seed"]), real,
+                                 protocol="kfold", k=cfg["k"], seed=cfg["split_seed"], val_fraction=cfg["val_fraction"])
+    tr = np.asarray(splits.folds[fold].train, dtype=np.int64)
+    te = np.asarray(splits.folds[fold].test, dtype=np.int64)
+    features = {"random": RandomConvFeatures(real.channels, seed=0)}
+    if "classifier" in inputs:
+        features["classifier"] = ClassifierFeatures(load_run(inputs.path(inputs["classifier"]["run_dir"])))
+    cache = open_cache(inputs.path(inputs["pair"]["cache_dir"]))
+    mean, std = cache.fold_stats(splits, fold)
+    norm = lambda z: (torch.as_tensor(np.asarray(z, np.float32)) - torch.as_tensor(mean, dtype=torch.float32)[None, :, None, None]) \
+        / torch.as_tensor(std, dtype=torch.float32)[None, :, None, None]  # noqa: E731
+    rows = NpyRows(cache.latents_path())
+    z_tr, z_te = norm(rows(tr)), norm(rows(te))
+    z_syn = norm(np.load(inputs.path(inputs["synthetic"]["synthetic_dir"]) / "latents.npy")).numpy()
+    row = evaluate_synthetic(real, tr, te, syn, features, generator=gen, train_latents=z_tr, test_latents=z_te,
+                             syn_latents=z_syn, quantile=cfg["quantile"])
+    atomic_write_bytes(run_dir / "gallery.png", row.pop("gallery"))
+    row["gallery"] = str((run_dir / "gallery.png").relative_to(inputs.root))
+    for name, f in row["fidelity"].items():  # the overall figures as flat columns for the tables
+        for key in ("fd", "fd_reliable", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "lead"):
+            row[f"{key}_{name}"] = f["overall"][key]
+    row["fold"] = fold
+    return row
