@@ -172,3 +172,21 @@ def test_until_converged_halves_the_lr_on_a_validation_plateau():
     assert len(lrs) == 1 + cfg.patience and st.best_epoch == 0
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-3 / 4)
     assert TrainConfig(dataset="phantom").until == "epochs"
+
+
+def test_ldam_drw_runs_do_not_stop_before_the_reweighted_phase_and_the_baseline_runs_until_converged():
+    """Early stopping may not end an LDAM-DRW run before the DRW switch + patience epochs (the shared-data study
+    stopped a BUSI cell at epoch 10 with the switch at 10), and the baseline recipe (one-cycle) works under
+    until=converged: one-cycle over the epoch ceiling with the same early stopping."""
+    from latentgap.train.build import min_epochs
+    from latentgap.train.config import TrainConfig
+    from latentgap.train.loop import EarlyStopping
+
+    cfg = TrainConfig(dataset="phantom", epochs=40, patience=8, drw_switch_epoch=10).resolved()
+    assert min_epochs(cfg, False) == 18 and min_epochs(cfg, True) == 0
+    assert min_epochs(cfg.model_copy(update={"loss": "wce"}), False) == 0
+    st = EarlyStopping(patience=2, min_epochs=6)
+    stops = [st.step(v, e, torch.nn.Linear(1, 1)) for e, v in enumerate([0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])]
+    assert stops == [False, False, False, False, False, True, True]  # plateau from epoch 2, but not before 6 epochs
+    base = TrainConfig(dataset="phantom", variant="baseline", until="converged", epochs=40).resolved()
+    assert base.schedule == "onecycle" and base.until == "epochs" and base.loss == "wce"

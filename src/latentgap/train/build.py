@@ -83,3 +83,11 @@ def build_noise(cfg: TrainConfig, device: torch.device) -> NoiseSampling | None:
 
     sched = NoiseSchedule(cfg.noise_timesteps, cfg.noise_schedule, cfg.noise_beta_start, cfg.noise_beta_end)
     return NoiseSampling(sched.to(device), cfg.noise_clean_fraction, cfg.noise_max_fraction)
+
+
+def min_epochs(cfg: TrainConfig, multilabel: bool) -> int:
+    """Epochs before early stopping may end a run: with LDAM-DRW, the DRW switch plus ``patience`` (a run must not
+    stop on the plateau of the un-weighted phase, before the recipe's second phase was tried); 0 otherwise."""
+    if cfg.loss != "ldam" or multilabel or cfg.drw_switch_epoch is None:
+        return 0
+    return min(cfg.epochs, cfg.drw_switch_epoch + cfg.patience)

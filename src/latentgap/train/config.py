@@ -163,6 +163,9 @@ class TrainConfig(BaseModel):
                             "pass --synthetic FOLDER (written by `latentgap synth sample` for this fold)")
         if cfg.train_data != "real" and cfg.distill:
             raise UserError("distillation is defined on the real training part only", "drop --distill")
+        if cfg.until == "converged" and cfg.schedule == "onecycle" and "baseline" in recipes:
+            # the baseline recipe keeps its one-cycle schedule, over the epoch ceiling, with the same early stopping
+            cfg = cfg.model_copy(update={"until": "epochs"})
         if cfg.until == "converged" and cfg.schedule == "onecycle":
             raise UserError("a one-cycle schedule needs a fixed number of epochs, not until=converged",
                             "use --until epochs with the one-cycle schedule")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..storage import atomic_write_json, read_json
-from .build import build_loss, build_model, build_noise, build_optimizer, place_model
+from .build import build_loss, build_model, build_noise, build_optimizer, min_epochs, place_model
 from .config import TrainConfig
 from .loop import Augment, Batches, EarlyStopping, fit
 
@@ -113,7 +113,8 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
                               extra=None if teacher is None else teacher[torch.as_tensor(tr_pos)]),
                       Batches(inner_va, 4 * tcfg.batch_size), device, g, epochs=tcfg.epochs,
                       patience=min(cfg.patience, tcfg.epochs), augment=Augment.preset(tcfg.augment), noise=noise,
-                      multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs)),
+                      multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs),
+                                                                   min_epochs=min_epochs(tcfg, multilabel)),
                       precise_bn_batches=tcfg.precise_bn_batches, channels_last=channels_last)
         return float(stopper.best)
 

@@ -228,11 +228,12 @@ class EarlyStopping:
     """Stop when the monitored value (validation bACC) has not improved for ``patience`` epochs.
 
     Keeps a CPU copy of the best weights. ``state_dict`` / ``load_state_dict`` carry the counters
-    (the best weights are saved separately by the caller).
+    (the best weights are saved separately by the caller). ``min_epochs``: training never stops before this many
+    epochs (LDAM-DRW: the re-weighted phase must get its ``patience`` epochs before a plateau can end the run).
     """
 
-    def __init__(self, patience: int = 15, min_delta: float = 0.0):
-        self.patience, self.min_delta = patience, min_delta
+    def __init__(self, patience: int = 15, min_delta: float = 0.0, min_epochs: int = 0):
+        self.patience, self.min_delta, self.min_epochs = patience, min_delta, min_epochs
         self.best, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
         self.best_state: dict | None = None
 
@@ -243,7 +244,11 @@ class EarlyStopping:
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             self.bad_epochs += 1
-        return self.bad_epochs >= self.patience
+        return self.stopped(epoch)
+
+    def stopped(self, epoch: int) -> bool:
+        """Whether training should end after ``epoch`` (0-based)."""
+        return self.bad_epochs >= self.patience and epoch + 1 >= self.min_epochs
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
@@ -335,7 +340,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
     Returns the :class:`EarlyStopping` holding the best weights (``best_state``) and epoch.
     """
     stopper = stopper or EarlyStopping(patience)
-    if stopper.bad_epochs >= stopper.patience:
+    if start_epoch > 0 and stopper.stopped(start_epoch - 1):
         return stopper  # a resumed run that had already stopped
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()

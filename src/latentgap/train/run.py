@@ -36,7 +36,7 @@ from ..progress import progress_bar
 from ..runs import (environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, read_checkpoint_meta,
                     save_checkpoint)
 from ..storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from .build import build_loss, build_model, build_noise, build_optimizer, place_model
+from .build import build_loss, build_model, build_noise, build_optimizer, min_epochs, place_model
 from .config import TrainConfig
 from .distill import ae_identity, teacher_config, teacher_logits
 from .hpo import search_or_load
@@ -203,7 +203,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     loss_fn = build_loss(cfg, train_labels, k, multilabel).to(device)
     optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch=-(-len(train) // cfg.batch_size))
     g = torch.Generator().manual_seed(cfg.seed)
-    stopper = EarlyStopping(cfg.patience)
+    stopper = EarlyStopping(cfg.patience, min_epochs=min_epochs(cfg, multilabel))
     noise = build_noise(cfg, device)
 
     ckpt = run_dir / "checkpoint.safetensors"
