@@ -184,3 +184,43 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def test_pool_workers_die_with_their_runner(tmp_path):
+    """A killed runner leaves no worker training on (Linux: PR_SET_PDEATHSIG in the pool initializer)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    code = f"""
+import multiprocessing as mp, os, time
+from latentgap.study.executors import _limit_threads
+def work():
+    _limit_threads(1)
+    open({str(pid_file)!r}, "w").write(str(os.getpid()))
+    time.sleep(60)
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=work)
+    p.start()
+    time.sleep(60)
+"""
+    script = tmp_path / "runner.py"
+    script.write_text(code)
+    runner = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.time() + 60
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    for _ in range(50):  # the worker gets SIGTERM as soon as its parent is gone
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived its killed runner")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -136,7 +137,21 @@ def _status(out) -> str | None:
     return out if isinstance(out, str) and out in (CLAIMED, DONE_ELSEWHERE) else None
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the runner that started it dies (killed runner, no orphaned cells that
+    keep training into a folder nobody watches). Elsewhere a no-op: the pool's own shutdown covers normal exits."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
+        except OSError:
+            pass
+
+
 def _limit_threads(n: int) -> None:
+    _die_with_parent()
     # workers share the cores instead of oversubscribing them. The variables are read by BLAS / OpenMP when
     # first loaded; torch may already be imported by the time this initializer runs (unpickling it imports
     # this module), so its intra-op pool is set directly too -- the thread count changes the numbers.
