@@ -164,3 +164,49 @@ def test_membership_inference_flags_a_memorising_generator_and_not_an_independen
     assert 0.35 < fair["auc"] < 0.65
     with pytest.raises(UserError, match="at least 2 members"):
         membership_auc([0.1], [0.2, 0.3])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_external_folder_evaluated_end_to_end(tmp_path, capsys):
+    """Your own generator's images as class sub-folders: imported as a synthetic set of the fold, then utility
+    (TRTR vs TSTR), fidelity and copies; membership inference skipped with the reason."""
+    import json
+
+    from PIL import Image
+
+    from latentgap.cli import main
+    from latentgap.data import open_dataset
+
+    real = "phantom:n=60,size=32,classes=2,imbalance=1"
+    ds = open_dataset(real)
+    other = open_dataset("phantom:n=40,size=32,classes=2,imbalance=1,seed=7")  # "generated": other phantom images
+    ext = tmp_path / "ext"
+    for i in range(len(other)):
+        c = int(np.asarray(other.labels)[i])
+        d = ext / ds.class_names[c]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(other.load_uint8([i])[0, ..., 0]).save(d / f"{i}.png")
+    main(["synth", "eval", "--real", real, "--synthetic", str(ext), "--folds", "3", "--epochs", "1",
+          "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    out = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert out["n_synthetic"] == 40 and 0 <= out["copy_rate_pixel_l2"] <= 1
+    assert "needs the generator" in out["membership"] and 0 <= out["tstr_bacc"] <= 1
+    summ = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summ["fidelity"]["random"]["overall"]["n_synthetic"] == 40 and (tmp_path / "ev" / "gallery.png").is_file()
+    imported = open_dataset(str(tmp_path / "ev" / "imported"))
+    assert imported.synthetic and sorted(set(np.asarray(imported.labels).ravel())) == [0, 1]
+    # unknown labels, wrong size: one line each
+    for name in ("tumour", ds.class_names[0]):
+        (tmp_path / "bad" / name).mkdir(parents=True)
+        Image.fromarray(other.load_uint8([0])[0, ..., 0]).save(tmp_path / "bad" / name / "0.png")
+    with pytest.raises(SystemExit):
+        main(["synth", "eval", "--real", real, "--synthetic", str(tmp_path / "bad"), "--folds", "3", "--no-utility",
+              "--out", str(tmp_path / "ev2")])
+    assert "synthetic class 'tumour' is not a class" in capsys.readouterr().err
+    for name in ds.class_names:
+        (tmp_path / "small" / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "small" / name / "0.png")
+    with pytest.raises(SystemExit):
+        main(["synth", "eval", "--real", real, "--synthetic", str(tmp_path / "small"), "--folds", "3", "--no-utility",
+              "--out", str(tmp_path / "ev3")])
+    assert "synthetic images are 16x16x1, the real ones 32x32x1" in capsys.readouterr().err

@@ -122,3 +122,70 @@ def synth_sample_cmd(
     typer.echo(json.dumps({"out": str(path), "n": int(len(res["labels"])), "requested": counts.tolist(),
                            "accepted": res["accepted"].tolist(),
                            "acceptance": [None if a != a else round(float(a), 3) for a in res["acceptance"]]}))
+
+
+@synth_app.command("eval")
+def synth_eval_cmd(
+    real: str = typer.Option(..., "--real", help="The real dataset the synthetic images imitate."),
+    synthetic: str = typer.Option(..., "--synthetic", help="Synthetic images: a `latentgap synth sample` folder, or "
+                                  "your own generator's images as a folder with one sub-folder per class (named "
+                                  "after the real classes or their ids) or a CSV manifest."),
+    fold: int = typer.Option(0, "--fold", "-k", help="Real fold: fidelity against its training part, privacy "
+                             "against its training vs test part, utility tested on its test part."),
+    folds: int = typer.Option(5, "--folds", help="K of the real dataset's K-fold splits."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the fold assignment."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize real and synthetic images to N x N."),
+    utility: bool = typer.Option(True, "--utility/--no-utility", help="Train TRTR and TSTR image classifiers "
+                                 "(ResNet-18, until converged under --epochs) on the fold."),
+    epochs: int = typer.Option(30, "--epochs", help="Epoch ceiling of the utility classifiers."),
+    out: Path = typer.Option(Path("synth-eval"), "--out", "-o", help="Folder for the imported set, runs and the "
+                             "summary (summary.json, gallery.png)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+) -> None:
+    """Evaluate a synthetic image set against real data: utility (TSTR vs TRTR on the real fold's test part),
+    fidelity (FD, KID, precision/recall, density/coverage in random-conv features) and privacy (nearest-neighbour
+    copies). Membership inference needs the generator and is skipped for external sets, with the reason."""
+    import numpy as np
+
+    from ..data import load_or_make_splits, open_dataset
+    from ..storage import atomic_write_bytes, atomic_write_json
+    from ..synth.dataset import import_external, is_synthetic_folder
+    from ..synth.evaluate import evaluate_synthetic
+    from ..synth.fidelity import RandomConvFeatures
+    from ..train import TrainConfig, run_training
+    from ..workspace import splits_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    real_ds = open_dataset(real, resize=resize)
+    splits = load_or_make_splits(splits_path(out, real_ds, "kfold", folds, split_seed), real_ds, protocol="kfold",
+                                 k=folds, seed=split_seed)
+    if fold >= len(splits.folds):
+        from ..errors import UserError
+
+        raise UserError(f"fold {fold} does not exist ({folds} folds)", f"pass --fold between 0 and {folds - 1}")
+    syn_dir = Path(synthetic)
+    if not is_synthetic_folder(syn_dir):  # an external set: imported once as a synthetic dataset of this fold
+        syn_dir = out / "imported"
+        if not is_synthetic_folder(syn_dir):
+            import_external(syn_dir, real_ds, open_dataset(synthetic, resize=resize), fold=fold, splits=splits)
+    syn_ds = open_dataset(str(syn_dir))
+    f = splits.folds[fold]
+    row = evaluate_synthetic(real_ds, np.asarray(f.train), np.asarray(f.test), syn_ds,
+                             {"random": RandomConvFeatures(real_ds.channels, seed=0)})
+    atomic_write_bytes(out / "gallery.png", row.pop("gallery"))
+    if utility:
+        common = dict(dataset=real, resize=resize, space="image", fold=fold, k=folds, split_seed=split_seed,
+                      model="resnet18", pretrained="false", epochs=epochs, until="converged", patience=8,
+                      device=device, root=str(out), views=["identity", "hflip"])
+        trtr = run_training(TrainConfig(**common), out / "runs" / "trtr")
+        tstr = run_training(TrainConfig(**common, variant="tstr", synthetic=str(syn_dir)), out / "runs" / "tstr")
+        row["utility"] = {"trtr_bacc": trtr["bacc"], "tstr_bacc": tstr["bacc"], "tstr_over_trtr": tstr["bacc"] / trtr["bacc"],
+                          "note": "one fold, one seed: a first look; run a study with synth.evaluate for paired "
+                                  "statistics across folds"}
+    atomic_write_json(out / "summary.json", row)
+    fidr = row["fidelity"]["random"]["overall"]
+    typer.echo(json.dumps({"n_synthetic": row["n_synthetic"], "fd": round(fidr["fd"], 4), "lead": fidr["lead"],
+                           "kid": round(fidr["kid_mean"], 5), "precision": round(fidr["precision"], 3),
+                           "recall": round(fidr["recall"], 3), "copy_rate_pixel_l2": row["copy_rate_pixel_l2"],
+                           "membership": row.get("mia_skipped"), **row.get("utility", {})}))
+    typer.echo(f"summary: {out / 'summary.json'}")

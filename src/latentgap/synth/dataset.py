@@ -78,3 +78,51 @@ def write_synthetic(out: str | os.PathLike, gen, result: dict[str, Any], setting
         "channels": int(real.channels), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code_version": code_version()})
     os.replace(part, out)
     return out
+
+
+def import_external(out: str | os.PathLike, real, external, *, fold: int, splits) -> Path:
+    """Write an external synthetic image set (a folder with one sub-folder per class, a CSV manifest or an .npz) as
+    a synthetic dataset of ``real``'s fold ``fold``, so that it trains utility cells like latentgap's own.
+
+    Labels map to the real dataset's classes by name (sub-folder / column names equal to class names) or by id
+    (names "0", "1", ...). Images must have the real data's size and channels (open the set with ``--resize``).
+    """
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"'{out}' already exists; a synthetic dataset is never overwritten", "pass a new --out folder")
+    if getattr(external, "multilabel", False):
+        raise UserError("external synthetic labels must be one class per image", "give single-label synthetic data")
+    if tuple(external.image_size) != tuple(real.image_size) or external.channels != real.channels:
+        raise UserError(f"synthetic images are {external.image_size[0]}x{external.image_size[1]}x{external.channels}, "
+                        f"the real ones {real.image_size[0]}x{real.image_size[1]}x{real.channels}",
+                        "pass --resize to the real side, and give images with the real data's channels")
+    names, real_names = [str(c) for c in external.class_names], [str(c) for c in real.class_names]
+    if all(n in real_names for n in names):
+        mapping = [real_names.index(n) for n in names]
+    elif all(n.isdigit() and int(n) < len(real_names) for n in names):
+        mapping = [int(n) for n in names]
+    else:
+        unknown = next(n for n in names if n not in real_names)
+        raise UserError(f"synthetic class '{unknown}' is not a class of {real.name} ({', '.join(real_names)})",
+                        "name the class folders (or CSV labels) after the real classes, or by their ids 0..K-1")
+    y = np.asarray([mapping[int(v)] for v in np.asarray(external.labels).reshape(-1)], dtype=np.int64)
+    imgs = external.load_uint8(np.arange(len(external)))
+    if real.channels == 1 and imgs.ndim == 4:
+        imgs = imgs[..., 0]
+    part = out.with_name(out.name + ".partial")
+    if part.exists():
+        shutil.rmtree(part)
+    part.mkdir(parents=True)
+    np.savez(part / "images.npz", train_images=imgs, train_labels=y.reshape(-1, 1), class_names=np.asarray(real_names))
+    counts = np.bincount(y, minlength=real.num_classes)
+    atomic_write_json(part / MANIFEST, {
+        "source": "synthetic", "external": str(getattr(external, "root", getattr(external, "name", ""))),
+        "generator": None, "dataset": real.name, "dataset_fingerprint": real.fingerprint(), "fold": fold,
+        "splits_digest": splits.digest(), "autoencoder": None, "autoencoder_sha256": None, "n": int(len(y)),
+        "counts": counts.tolist(), "requested": counts.tolist(), "attempts": counts.tolist(), "accepted": counts.tolist(),
+        "acceptance": [None] * real.num_classes, "short_classes": [], "cfg_scale": 1.0, "guide": None, "guide_scale": 0.0,
+        "filter": None, "threshold": None, "sampler": None, "steps": None, "class_names": real_names,
+        "image_size": list(real.image_size), "channels": int(real.channels),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code_version": code_version()})
+    os.replace(part, out)
+    return out
