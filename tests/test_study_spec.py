@@ -71,6 +71,11 @@ def test_presets_load_and_expand():
     assert [t.kind for t in prep] == ["prepare"] * 4 and len(cells) == 4 * (4 + 2) * 3
     assert shared.cache.views == ["identity", "hflip"] and shared.train["until"] == "converged"
     assert all(t.config["views"] == ["identity", "hflip"] for t in cells if t.config["space"] == "image")
+    syn = load_preset("synth-isic")
+    prep, cells = expand_grid(syn)
+    kinds = [t.kind for t in prep]
+    assert kinds.count("synth-train") == kinds.count("synth-sample") == kinds.count("synth-eval") == 3
+    assert sum(t.config["variant"] in ("tstr", "augmented") for t in cells) == 2 * 3
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         load_preset("nope")
 
