@@ -24,7 +24,11 @@ from classifier_env import machine, versions  # noqa: E402
 HERE = Path(__file__).parent
 
 CHILD = r"""
-import json, resource, sys, time
+def peak_mb():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's RSS across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
 from latentgap.data import open_dataset
@@ -50,7 +54,7 @@ fc = copies(feats[1], feats[0], feats[2], metric="cosine")
 t["copies_feature_cosine"] = time.perf_counter() - t0
 print(json.dumps({"n": n, "seconds": {k: round(v, 1) for k, v in t.items()},
                   "total_seconds_excluding_image_generation": round(sum(v for k, v in t.items() if k != "load_images"), 1),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "peak_rss_mb": round(peak_mb(), 1),
                   "fd": f["fd"], "kid_mean": f["kid_mean"], "precision": f["precision"], "recall": f["recall"],
                   "copy_rate_pixel": px["copy_rate"], "copy_rate_feature": fc["copy_rate"]}))
 """

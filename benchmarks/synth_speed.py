@@ -112,11 +112,15 @@ def latent_vs_pixel(batch: int) -> dict:
 
 
 CHILD = """
-import json, resource, sys
+def peak_mb():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's RSS across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+import json, sys
 from latentgap.synth.train import SynthConfig, train_generator
 cfg = SynthConfig.model_validate_json(sys.argv[1])
 row = train_generator(cfg, sys.argv[2], progress=False)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n_train": row["n_train"]}))
+print(json.dumps({"peak_rss_mb": peak_mb(), "n_train": row["n_train"]}))
 """
 
 
