@@ -36,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/lgx/medmnist")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--variants", nargs="+", default=["plain", "baseline"], choices=["plain", "baseline"])
     args = ap.parse_args()
     spec = load_preset("shared-data")
     settings = {**spec.train, **spec.space_train["image"]}
@@ -44,7 +45,7 @@ def main() -> None:
                                                     **REFERENCE},
            "machine_at_start": machine(), "versions": versions(), "runs": []}
     for ds, ref in REFERENCE.items():
-        for variant in ("plain", "baseline"):
+        for variant in args.variants:
             for seed in args.seeds:
                 cfg = TrainConfig(**settings, dataset=ds, space="image", variant=variant, protocol="official",
                                   seed=seed, resize=spec.cache.resize[ds], views=spec.cache.views, device="cpu",
