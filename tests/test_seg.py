@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from latentgap.errors import UserError
 from latentgap.seg.data import SegDataset, open_seg_dataset, seg_splits
@@ -84,3 +85,76 @@ def test_bad_pairs_are_refused_in_one_line(tmp_path):
     Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "masks" / "a.png")
     with pytest.raises(UserError, match="mask of a.png is 6x6, the image 8x8"):
         open_seg_dataset(tmp_path)
+
+
+def _discs(n=40, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    imgs, masks = [], []
+    for i in range(n):
+        m = np.zeros((size, size), np.uint8)
+        if i % 5:  # every fifth image has no lesion (an empty mask)
+            cy, cx, r = rng.integers(8, size - 8, 2).tolist() + [int(rng.integers(3, 7))]
+            m = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+        img = (rng.normal(0.3, 0.08, (size, size)) + 0.4 * m).clip(0, 1)
+        imgs.append((img * 255).astype(np.uint8))
+        masks.append(m)
+    return SegDataset("discs", np.stack(imgs), np.stack(masks), ids=np.arange(n))
+
+
+UNET = dict(dataset="discs", k=3, encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8], batch_size=8,
+            lr=3e-3, device="cpu")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_unet_baseline_learns_discs(tmp_path):
+    from latentgap.seg.baseline import UNetConfig, train_unet
+
+    ds = _discs()
+    sp = seg_splits(ds, k=3, seed=0)
+    row = train_unet(UNetConfig(**UNET, epochs=12, patience=12), tmp_path / "u", ds, sp, progress=False)
+    assert row["dice_per_image"] > 0.6 and row["n_test"] == len(sp.folds[0].test)
+    assert {"dice_global", "iou_per_image", "hd95_per_image", "ece", "brier", "seconds_per_image"} <= set(row)
+    assert train_unet(UNetConfig(**UNET, epochs=12, patience=12), tmp_path / "u", ds, sp)["config_hash"] == row["config_hash"]
+
+
+SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[3])
+from test_seg import _discs, UNET
+from latentgap.seg.data import seg_splits
+from latentgap.seg.baseline import UNetConfig, train_unet
+ds = _discs()
+train_unet(UNetConfig(**UNET, epochs=int(sys.argv[2]), patience=50), sys.argv[1], ds, seg_splits(ds, k=3, seed=0), progress=False)
+"""
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_killed_unet_training_resumes_to_identical_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from latentgap.runs import load_checkpoint, read_checkpoint_meta
+    from latentgap.seg.baseline import UNetConfig, train_unet
+
+    tests = os.path.dirname(__file__)
+    ds = _discs()
+    sp = seg_splits(ds, k=3, seed=0)
+    cfg = UNetConfig(**UNET, epochs=8, patience=50)
+    train_unet(cfg, tmp_path / "ref", ds, sp, progress=False)
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "run"), "8", tests],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and read_checkpoint_meta(ckpt).get("epoch", -1) >= 1):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "result.json").exists()
+    train_unet(cfg, tmp_path / "run", ds, sp, progress=False)
+    a, _ = load_checkpoint(tmp_path / "ref" / "checkpoint.safetensors")
+    b, _ = load_checkpoint(ckpt)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "best.")))

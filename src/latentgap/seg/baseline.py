@@ -1,0 +1,188 @@
+"""The deterministic baseline of the segmentation comparison: a U-Net from segmentation_models_pytorch trained with
+Dice + cross-entropy on a fold's training part, early-stopped on the validation part's per-image Dice, tested on
+the test part with the metrics of ``metrics.py``. Same folds and budget as the latent diffusion segmenter.
+
+``train_unet(cfg, run_dir, ds, splits)`` writes ``config.yaml``, ``metrics.jsonl``, ``checkpoint.safetensors``
+(model, best model, optimiser and RNG state; every epoch, atomically) and ``result.json``; a re-run resumes
+bit-identically on CPU and a finished run is returned, not retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import UserError
+from ..progress import progress_bar
+from ..runs import environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..storage import atomic_write_json, atomic_write_text, read_json, stable_hash
+from .metrics import calibration, overlap
+
+
+class UNetConfig(BaseModel):
+    """One U-Net baseline training on one fold."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    dataset: str
+    fold: int = Field(0, ge=0)
+    k: int = Field(5, ge=2)
+    split_seed: int = 0
+    encoder: str = "resnet18"
+    encoder_depth: int = Field(4, ge=3, le=5)
+    decoder_channels: list[int] = Field(default_factory=lambda: [128, 64, 32, 16])
+    epochs: int = Field(40, ge=1)
+    patience: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    foreground_weight: float = Field(5.0, gt=0)  # cross-entropy weight of lesion pixels (the paper's 5)
+    dice_weight: float = Field(1.0, ge=0)
+    seed: int = 0
+    device: str = "auto"
+
+    def config_hash(self) -> str:
+        return stable_hash({k: v for k, v in self.model_dump().items() if k != "device"})
+
+
+def build_unet(cfg: UNetConfig, in_chans: int) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(cfg.seed)
+    return smp.Unet(encoder_name=cfg.encoder, encoder_weights=None, encoder_depth=cfg.encoder_depth,
+                    decoder_channels=tuple(cfg.decoder_channels[:cfg.encoder_depth]), in_channels=in_chans, classes=1)
+
+
+def _batch(ds, idx: np.ndarray, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2).float().div_(255.0)
+    y = torch.from_numpy(ds.masks[idx] > 0).float()[:, None]
+    if flip is not None:  # horizontal flips: meaning-preserving for lesions and polyps
+        x, y = torch.where(flip[:, None, None, None], x.flip(-1), x), torch.where(flip[:, None, None, None], y.flip(-1), y)
+    return x, y
+
+
+def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: UNetConfig) -> torch.Tensor:
+    """Weighted binary cross-entropy (foreground pixels x ``foreground_weight``) + ``dice_weight`` x soft Dice loss
+    (MONAI's ``DiceLoss`` on the sigmoid, batch-pooled so empty masks do not divide by zero)."""
+    from monai.losses import DiceLoss
+
+    w = 1.0 + (cfg.foreground_weight - 1.0) * y
+    ce = F.binary_cross_entropy_with_logits(logits, y, weight=w)
+    dice = DiceLoss(sigmoid=True, batch=True)(logits, y)
+    return ce + cfg.dice_weight * dice
+
+
+@torch.no_grad()
+def predict_probs(model, ds, idx: np.ndarray, device, batch_size: int = 32) -> np.ndarray:
+    model.eval()
+    out = []
+    for lo in range(0, len(idx), batch_size):
+        x, _ = _batch(ds, idx[lo:lo + batch_size])
+        out.append(torch.sigmoid(model(x.to(device))).float().cpu()[:, 0].numpy())
+    return np.concatenate(out) if out else np.zeros((0, *ds.image_size))
+
+
+def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progress: bool | None = None) -> dict[str, Any]:
+    """Train (or resume, or return) the U-Net baseline of ``cfg`` on ``splits.folds[cfg.fold]`` of ``ds``."""
+    from ..device import resolve_device
+
+    run_dir = Path(run_dir)
+    chash = cfg.config_hash()
+    res = run_dir / "result.json"
+    if res.exists():
+        row = read_json(res)
+        if row.get("config_hash") != chash:
+            raise UserError(f"{res} was written by another configuration", "use a new run folder for these settings")
+        return row
+    if cfg.fold >= len(splits.folds):
+        raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
+    device = resolve_device(cfg.device)
+    fold = splits.folds[cfg.fold]
+    h, w = ds.image_size
+    factor = 2 ** cfg.encoder_depth
+    if h % factor or w % factor:
+        raise UserError(f"a U-Net of depth {cfg.encoder_depth} needs sides divisible by {factor}, not {h}x{w}",
+                        "resize the images or lower encoder_depth")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.model_dump(), "config_hash": chash}, sort_keys=True))
+    model = build_unet(cfg, ds.channels).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    g = torch.Generator().manual_seed(cfg.seed)
+    ckpt = run_dir / "checkpoint.safetensors"
+    start, best, best_epoch, bad, best_state, lines, seconds = 0, -1.0, -1, 0, None, [], 0.0
+    if ckpt.exists():
+        t, meta = load_checkpoint(ckpt)
+        model.load_state_dict(prefixed(t, "model"))
+        best_state = prefixed(t, "best") or None
+        load_optimizer(opt, t, meta["param_groups"])
+        sched.load_state_dict(meta["scheduler"])
+        g.set_state(t["rng.generator"])
+        start, best, best_epoch, bad, seconds = meta["epoch"] + 1, meta["best"], meta["best_epoch"], meta["bad"], meta["seconds"]
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:start]
+    tr = np.asarray(fold.train)
+    with progress_bar(cfg.epochs, f"seg unet {ds.name} fold {cfg.fold}", disable=None if progress is None else not progress) as bar:
+        bar.advance(start)
+        for epoch in range(start, cfg.epochs):
+            if bad >= cfg.patience:
+                break
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(tr), generator=g).numpy()
+            tot, n = 0.0, 0
+            for lo in range(0, len(order), cfg.batch_size):
+                idx = tr[order[lo:lo + cfg.batch_size]]
+                if len(idx) < 2:
+                    continue  # BatchNorm cannot normalise one sample
+                flip = torch.rand(len(idx), generator=g) < 0.5
+                x, y = _batch(ds, idx, flip)
+                loss = seg_loss(model(x.to(device)), y.to(device), cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot, n = tot + loss.item() * len(idx), n + len(idx)
+            sched.step()
+            probs = predict_probs(model, ds, np.asarray(fold.val), device)
+            val = overlap(probs > 0.5, ds.masks[np.asarray(fold.val)])["dice_per_image"]
+            if val > best:
+                best, best_epoch, bad = val, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+            seconds += time.perf_counter() - t0
+            lines.append(json.dumps({"epoch": epoch, "train_loss": tot / max(n, 1), "val_dice": val,
+                                     "seconds": time.perf_counter() - t0}, sort_keys=True))
+            atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+            ot, groups = optimizer_tensors(opt)
+            tensors.update(ot)
+            tensors["rng.generator"] = g.get_state()
+            save_checkpoint(ckpt, tensors, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                                            "seconds": seconds, "param_groups": groups,
+                                            "scheduler": sched.state_dict(), "config_hash": chash})
+            bar.advance(1)
+    model.load_state_dict(best_state)
+    te = np.asarray(fold.test)
+    t0 = time.perf_counter()
+    probs = predict_probs(model, ds, te, device)
+    sec_per_image = (time.perf_counter() - t0) / max(len(te), 1)
+    ov = overlap(probs > 0.5, ds.masks[te])
+    ov.pop("dice_values")
+    env = environment(device)
+    row = {"dataset": ds.name, "method": "unet", "fold": cfg.fold, "k": len(splits.folds), "splits_digest": splits.digest(),
+           **ov, **calibration(probs, ds.masks[te]), "epochs": len(lines), "best_epoch": best_epoch,
+           "val_dice": best, "train_seconds": round(seconds, 2), "seconds_per_image": sec_per_image,
+           "n_train": len(tr), "n_test": len(te), "encoder": cfg.encoder, "parameters": sum(p.numel() for p in model.parameters()),
+           "device": str(device), "torch": env["torch"], "code_version": env["code_version"], "config_hash": chash}
+    atomic_write_json(res, row)
+    return row
