@@ -245,3 +245,18 @@ def test_unknown_extension_and_resize_values(tmp_path, capsys):
     assert_one_line_error(["data", "info", "phantom:n=20", "--resize", "2"], capsys, "resize")
     with pytest.raises(UserError):
         open_dataset("phantom", resize=3)
+
+
+def test_to_float_gives_standard_nchw_strides_for_grey_images():
+    """Permuted NHWC grey images have strides (HW, 1, W, 1): torch calls them contiguous and channels-last at once,
+    and CPU convolution backward on them corrupted the heap (torch 2.14.1, a batch of 5 after one of 16). Every
+    image tensor latentgap hands to a model is a fresh NCHW tensor."""
+    import torch
+
+    from latentgap.data import to_float
+
+    x = to_float(np.arange(5 * 16 * 16, dtype=np.uint8).reshape(5, 16, 16, 1))
+    assert x.stride() == (256, 256, 16, 1) and x.shape == (5, 1, 16, 16)
+    assert torch.equal(x[:, 0], torch.from_numpy(np.arange(5 * 16 * 16, dtype=np.uint8).reshape(5, 16, 16)).float() / 255)
+    rgb = to_float(np.zeros((2, 8, 8, 3), np.uint8))
+    assert rgb.stride() == (192, 64, 8, 1)

@@ -41,7 +41,11 @@ def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise TypeError(f"to_float expects uint8 images, got {t.dtype}")
     if t.ndim == 3:
         t = t[None]
-    return t.permute(0, 3, 1, 2).to(torch.float32).div_(255.0).contiguous()
+    # a fresh NCHW tensor: permuting NHWC gives strides (HW, 1, W, 1) for grey images, which torch treats as both
+    # contiguous and channels-last (so .contiguous() keeps them); CPU convolution backward on such inputs
+    # corrupted the heap in torch 2.14.1 ("double free or corruption" on a batch of 5 after one of 16)
+    out = torch.empty((t.shape[0], t.shape[3], t.shape[1], t.shape[2]), dtype=torch.float32)
+    return out.copy_(t.permute(0, 3, 1, 2)).div_(255.0)
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:

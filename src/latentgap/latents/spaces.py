@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..data.base import to_float
 from .views import IDENTITY, apply_view_uint8, check_views
 
 SPACES = ("image", "recon", "latent")  # the one list of spaces (train configs and study specs import it)
@@ -127,7 +128,7 @@ class SpaceDataset(Dataset):
                     rows = np.empty((len(idx), *part.shape[1:]), dtype=part.dtype)
                 rows[sel] = part
         if rows.dtype == np.uint8:  # images / reconstructions (b, H, W, C) -> (b, C, H, W) in [0, 1]
-            return torch.from_numpy(rows).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+            return to_float(rows)  # standard NCHW strides (grey images: see data.base.to_float)
         z = torch.from_numpy(np.asarray(rows, dtype=np.float32))  # latents (b, c, h, w)
         return (z - self._mean) / self._std
 

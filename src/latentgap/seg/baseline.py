@@ -63,7 +63,9 @@ def build_unet(cfg: UNetConfig, in_chans: int) -> torch.nn.Module:
 
 
 def _batch(ds, idx: np.ndarray, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2).float().div_(255.0)
+    from ..data import to_float
+
+    x = to_float(ds.images[idx])  # standard NCHW strides (see data.base.to_float)
     y = torch.from_numpy(ds.masks[idx] > 0).float()[:, None]
     if flip is not None:  # horizontal flips: meaning-preserving for lesions and polyps
         x, y = torch.where(flip[:, None, None, None], x.flip(-1), x), torch.where(flip[:, None, None, None], y.flip(-1), y)

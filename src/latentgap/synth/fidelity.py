@@ -128,7 +128,9 @@ def extract(module: nn.Module, images: np.ndarray | torch.Tensor, batch_size: in
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(x))
             if x.dtype == torch.uint8:
-                x = (x[..., None] if x.ndim == 3 else x).permute(0, 3, 1, 2).float() / 255.0
+                from ..data import to_float
+
+                x = to_float((x[..., None] if x.ndim == 3 else x).numpy())
         out.append(module(x.float().to(device)).double().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(module, "num_features", 0)))
 
