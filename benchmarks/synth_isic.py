@@ -80,7 +80,7 @@ def grid_png(real_ds, real_idx_by_class, sets: dict, path: Path, per: int = 3) -
                 if c == 0 and i == 0:
                     ax.set_title(names[j], fontsize=7, loc="left")
         axes[c, 0].text(-4, 32, real_ds.class_names[c], fontsize=6, ha="right", va="center")
-    fig.subplots_adjust(wspace=0.03, hspace=0.03, left=0.08)
+    fig.subplots_adjust(wspace=0.03, hspace=0.03, left=0.14)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
