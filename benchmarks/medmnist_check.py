@@ -37,9 +37,14 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/lgx/medmnist")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--variants", nargs="+", default=["plain", "baseline"], choices=["plain", "baseline"])
+    ap.add_argument("--full-width", action="store_true", help="ResNet-18 at its standard width instead of the "
+                    "preset's half width (what MedMNIST v2 trains)")
+    ap.add_argument("--tag", default="", help="suffix of the output files (medmnist_check<tag>.json/.md)")
     args = ap.parse_args()
     spec = load_preset("shared-data")
     settings = {**spec.train, **spec.space_train["image"]}
+    if args.full_width:
+        settings["model_kwargs"] = {}
     out = {"command": "python benchmarks/medmnist_check.py " + " ".join(sys.argv[1:]), "settings": settings,
            "views": spec.cache.views, "reference": {"source": "MedMNIST v2, ResNet-18 (28), official split",
                                                     **REFERENCE},
@@ -51,7 +56,7 @@ def main() -> None:
                                   seed=seed, resize=spec.cache.resize[ds], views=spec.cache.views, device="cpu",
                                   root=args.work)
                 t0 = time.perf_counter()
-                row = run_training(cfg, Path(args.work) / "runs" / f"{ds}-{variant}-s{seed}")
+                row = run_training(cfg, Path(args.work) / "runs" / f"{ds}-{variant}-s{seed}{'-full' if args.full_width else ''}")
                 keep = ("auc", "acc", "bacc", "epochs", "best_epoch", "converged", "convergence", "train_seconds",
                         "n_train", "n_val", "n_test", "model", "loss", "augment", "views", "image_size")
                 out["runs"].append({"dataset": ds, "variant": variant, "seed": seed,
@@ -60,7 +65,7 @@ def main() -> None:
                                     "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1)})
                 print(json.dumps(out["runs"][-1]), flush=True)
     out["machine_at_end"] = machine()
-    (HERE / "medmnist_check.json").write_text(json.dumps(out, indent=1) + "\n")
+    (HERE / f"medmnist_check{args.tag}.json").write_text(json.dumps(out, indent=1) + "\n")
     lines = ["# Image-space classifier at the shared-data study's settings vs MedMNIST v2 (official splits)", "",
              f"Command: `{out['command']}`. Settings: {json.dumps(settings)}, views {spec.cache.views}.", "",
              "| dataset | recipe | seed | test AUC | test ACC | bACC | epochs (best) | converged | MedMNIST v2 ResNet-18 AUC / ACC | reaches both |",
@@ -70,7 +75,7 @@ def main() -> None:
         lines.append(f"| {r['dataset']} | {r['variant']} | {r['seed']} | {r['auc']:.3f} | {r['acc']:.3f} | {r['bacc']:.3f} "
                      f"| {r['epochs']} ({r['best_epoch']}) | {r['convergence']} | {ref['auc']:.3f} / {ref['acc']:.3f} "
                      f"| {'yes' if r['reaches_reference'] else 'no'} |")
-    (HERE / "medmnist_check.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"medmnist_check{args.tag}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
