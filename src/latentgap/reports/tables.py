@@ -100,6 +100,12 @@ def _main_row(ds, ae, space, r, mark) -> list:
     return [ds, ae, space, cell("bacc") + mark, cell("auc"), cell("mcc"), n, conv]
 
 
+def _diff_ci(t: pd.DataFrame) -> list[str]:
+    """"+0.012 [-0.030, +0.054]" per line of a pair-tests table (the difference alone when there is no CI)."""
+    return [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(lo) else f"{d:+.3f}"
+            for d, lo, hi in zip(t["mean_diff"], t["ci_low"], t["ci_high"])]
+
+
 def matched_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
     """The architecture-matched control: mean bACC of the latent cell's own ConvNeXt in each space, and its
     paired tests (:data:`latentgap.study.stats.MATCHED_COMPARISONS`; Holm over this table)."""
@@ -109,8 +115,7 @@ def matched_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
     return pd.DataFrame({
         "dataset": t["dataset"], "autoencoder": t["autoencoder"], "comparison": t["comparison"], "J": t["n"],
         "a": t["mean_a"].map(lambda v: f"{v:.3f}"), "b": t["mean_b"].map(lambda v: f"{v:.3f}"),
-        "a − b [95% CI]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(lo) else f"{d:+.3f}"
-                           for d, lo, hi in zip(t["mean_diff"], t["ci_low"], t["ci_high"])],
+        "a − b [95% CI]": _diff_ci(t),
         "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p), "equivalence": t["equivalence"],
         "flags": t["flags"]})
 
@@ -124,8 +129,7 @@ def utility_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
     return pd.DataFrame({
         "dataset": t["dataset"], "autoencoder": t["autoencoder"], "comparison": t["comparison"], "J": t["n"],
         "synthetic arm": t["mean_a"].map(lambda v: f"{v:.3f}"), "real arm": t["mean_b"].map(lambda v: f"{v:.3f}"),
-        "difference [95% CI]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(lo) else f"{d:+.3f}"
-                                for d, lo, hi in zip(t["mean_diff"], t["ci_low"], t["ci_high"])],
+        "difference [95% CI]": _diff_ci(t),
         "ratio (synthetic / real)": (t["mean_a"] / t["mean_b"]).map(lambda v: f"{v:.2f}"),
         "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p), "flags": t["flags"]})
 
