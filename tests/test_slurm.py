@@ -116,12 +116,13 @@ def test_cancelled_job_is_reported_failed(slurm, tmp_path):
 def test_synthesis_tasks_run_as_slurm_array_tasks_like_locally(slurm, tmp_path):
     """Generator training and sampling (registered task kinds with real training) give the same rows on Slurm as
     in-process: same final loss, same synthetic counts."""
-    kw = dict(spaces=["latent"], folds=[0], cache={"dtype": "float32"}, device="cpu", examples=0,
+    kw = dict(datasets=["phantom:n=60,size=32,classes=2,imbalance=1"], spaces=["latent"], folds=[0],
+              cache={"dtype": "float32"}, device="cpu", examples=0,
               train={"epochs": 1, "batch_size": 16, "pretrained": "false", "drw_switch_epoch": 0,
                      "model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 32, 64]}},
               synth={"train": {"steps": 3, "batch_size": 8, "checkpoint_every": 3}, "sample": {"per_class": 2, "steps": 2}})
     local = run_study(_spec({"kind": "local"}, **kw), tmp_path / "local", echo=lambda *_: None)
-    s = run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": {**SLURM, "mem_gb": 3, "time_min": 10}}, **kw),
+    s = run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": {**SLURM, "mem_gb": 1.5, "time_min": 10}}, **kw),
                   tmp_path / "slurm", echo=lambda *_: None, live=False)
     assert local.ok and s.ok, s.failed
 
@@ -131,3 +132,13 @@ def test_synthesis_tasks_run_as_slurm_array_tasks_like_locally(slurm, tmp_path):
         return sorted((tuple((k, json.dumps(r.get(k))) for k in keep) for r in rows))
 
     assert len(synth_rows(tmp_path / "slurm")) == 2 and synth_rows(tmp_path / "slurm") == synth_rows(tmp_path / "local")
+
+
+def test_a_refused_submission_is_one_line(slurm, tmp_path, capsys):
+    """sbatch refusing the array (here: more memory than the node has) ends the study with one line naming the
+    fix, not a submitit traceback."""
+    from latentgap.errors import UserError
+
+    with pytest.raises(UserError, match="Slurm refused the job array: sbatch: error: Memory specification"):
+        run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": {**SLURM, "mem_gb": 64}}), tmp_path, grid=toy_grid,
+                  echo=lambda *_: None, live=False)

@@ -198,8 +198,14 @@ class SlurmExecutor:
                             "run on a Slurm login node, or use --executor local")
         ex = self._executor()
         n = len(tasks)
-        jobs = ex.map_array(run_task, [str(self.study_dir)] * n, tasks, [task_kind(t.kind) for t in tasks],
-                            [self.claims] * n)
+        try:
+            jobs = ex.map_array(run_task, [str(self.study_dir)] * n, tasks, [task_kind(t.kind) for t in tasks],
+                                [self.claims] * n)
+        except FailedJobError as e:  # sbatch refused the array (memory, partition, time limit...)
+            reason = " ".join(ln.strip() for ln in str(e).splitlines() if "sbatch: error" in ln) or one_line(e, 300)
+            raise UserError(f"Slurm refused the job array: {reason}",
+                            "fit executor.slurm (mem_gb, partition, time_min, gpus_per_node) to what the cluster offers "
+                            "(sinfo -o '%P %m %l %G' lists it)") from None
         self.echo(f"submitted {n} tasks as Slurm array {jobs[0].job_id.split('_')[0]} "
                   f"(logs in {Path(jobs[0].paths.folder)})")
         todo = dict(zip(tasks, jobs))
