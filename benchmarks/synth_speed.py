@@ -51,7 +51,7 @@ def sampler_and_guidance(batch: int, steps: int) -> dict:
 
     from latentgap.models import NoiseConditioned, create_classifier
     from latentgap.synth.models import build_denoiser
-    from latentgap.synth.objectives import build_objective
+    from latentgap.diffusion.objectives import build_objective
     from latentgap.synth.sample import Generator, sample
 
     out = {}

@@ -17,7 +17,7 @@ import torch
 from latentgap.errors import UserError
 from latentgap.runs import load_checkpoint, read_checkpoint_meta
 from latentgap.synth.models import build_denoiser, dit_patch_size
-from latentgap.synth.objectives import FlowMatching, VPrediction, weighted_mse
+from latentgap.diffusion.objectives import FlowMatching, VPrediction, weighted_mse
 from latentgap.synth.train import SynthConfig, train_generator
 
 

@@ -146,7 +146,7 @@ class _EmpiricalDenoiser(torch.nn.Module):
 def test_membership_inference_flags_a_memorising_generator_and_not_an_independent_one():
     from types import SimpleNamespace
 
-    from latentgap.synth.objectives import FlowMatching
+    from latentgap.diffusion.objectives import FlowMatching
 
     g = torch.Generator().manual_seed(0)
     members, nonmembers, other = (torch.randn(80, 2, 2, 2, generator=g) for _ in range(3))

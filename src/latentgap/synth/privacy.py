@@ -93,7 +93,7 @@ def denoising_losses(gen, latents: torch.Tensor, labels: torch.Tensor, *, levels
     noise ``levels`` (fractions of the forward process: flow time t, or t / T for v-prediction) with fixed noise
     drawn from ``seed`` — the same draws for members and non-members. latents: (N, c, h, w) in the generator's
     normalised coordinates; labels: (N,) the true classes (the conditional model is attacked)."""
-    from .objectives import FlowMatching
+    from ..diffusion.objectives import FlowMatching
 
     dev = next(gen.model.parameters()).device
     g = torch.Generator().manual_seed(seed)

@@ -35,10 +35,11 @@ from ..errors import UserError
 from ..runs import load_checkpoint, prefixed
 from ..storage import read_json
 from .models import Denoiser, build_denoiser
-from .objectives import MODEL_TIME_SCALE, FlowMatching, VPrediction, build_objective
+from ..diffusion.guidance import guidance_shift
+from ..diffusion.objectives import VPrediction, build_objective
+from ..diffusion.samplers import SAMPLERS, make_scheduler  # noqa: F401  (SAMPLERS re-exported)
 from .train import SynthConfig
 
-SAMPLERS = {"flow": ("euler",), "vpred": ("ddim", "dpm++")}
 
 
 @dataclass
@@ -149,23 +150,6 @@ def _log_prob_grad(run, z_vp: torch.Tensor, sigma: torch.Tensor, labels: torch.T
 
 # --------------------------------------------------------------------------- the sampler
 
-def make_scheduler(objective: str, sampler: str):
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
-
-    if sampler == "auto":
-        sampler = SAMPLERS[objective][0]
-    if sampler not in SAMPLERS[objective]:
-        raise UserError(f"sampler '{sampler}' does not fit a {objective} generator",
-                        f"use one of: {', '.join(SAMPLERS[objective])}")
-    if sampler == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0), sampler
-    common = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                  prediction_type="v_prediction", timestep_spacing="trailing")
-    if sampler == "ddim":
-        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False), sampler
-    return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2), sampler
-
-
 @torch.no_grad()
 def sample(gen: Generator, labels: torch.Tensor, *, steps: int = 50, sampler: str = "auto", cfg_scale: float = 1.0,
            guide=None, guide_scale: float = 0.0, generator: torch.Generator | None = None,
@@ -216,16 +200,8 @@ def sample(gen: Generator, labels: torch.Tensor, *, steps: int = 50, sampler: st
 
 
 def _guidance_shift(gen: Generator, guide, z: torch.Tensor, model_time: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The change of the model's prediction per unit guidance scale (see the module docstring)."""
-    if isinstance(gen.objective, FlowMatching):
-        t = (model_time / MODEL_TIME_SCALE).clamp(0, 1)
-        scale, sigma = FlowMatching.vp(t)
-        grad = _log_prob_grad(guide, z / scale.view(-1, 1, 1, 1), sigma, y)
-        return -(sigma / (1 - t).clamp_min(1e-3)).view(-1, 1, 1, 1) * grad
-    abar = gen.objective.schedule.abar[model_time.long() + 1].to(z)
-    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
-    grad = _log_prob_grad(guide, z, sigma, y)
-    return -(sigma / alpha.clamp_min(1e-4)).view(-1, 1, 1, 1) * grad
+    """The change of the model's prediction per unit guidance scale (``latentgap.diffusion.guidance``)."""
+    return guidance_shift(gen.objective, z, model_time, lambda z_vp, sigma: _log_prob_grad(guide, z_vp, sigma, y))
 
 
 # --------------------------------------------------------------------------- plans and filtering

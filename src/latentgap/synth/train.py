@@ -38,7 +38,7 @@ from ..progress import progress_bar
 from ..runs import environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
 from ..storage import atomic_write_json, atomic_write_text, read_json, stable_hash
 from .models import build_denoiser
-from .objectives import build_objective, weighted_mse
+from ..diffusion.objectives import build_objective, weighted_mse
 
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "checkpoint_every", "log_every", "cache_batch_size")
 

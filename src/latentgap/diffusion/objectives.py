@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..diffusion import NoiseSchedule
+from .schedule import NoiseSchedule
 
 OBJECTIVES = ("flow", "vpred")
 MODEL_TIME_SCALE = 1000.0  # flow times in [0, 1] reach the network as t * 1000 (the range of DDPM timesteps)
