@@ -135,3 +135,28 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = val
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+def check_run_dir(run_dir: str | os.PathLike, config_hash: str, what: str = "configuration") -> dict | None:
+    """The finished row (``result.json``) if ``run_dir`` holds this configuration's result, None if it holds
+    nothing finished of it; UserError if ``result.json``, the checkpoint or ``config.yaml`` was written by another
+    configuration (``what`` names it in the message)."""
+    import yaml
+
+    from .errors import UserError
+    from .storage import read_json
+
+    run_dir = Path(run_dir)
+    readers = {"result.json": read_json, "checkpoint.safetensors": read_checkpoint_meta,
+               "config.yaml": lambda p: yaml.safe_load(p.read_text()) or {}}
+    for name, read in readers.items():
+        p = run_dir / name
+        if not p.exists():
+            continue
+        have = read(p).get("config_hash")
+        if have != config_hash:
+            raise UserError(f"{p} was written by another {what} (config hash {have}, this run {config_hash})",
+                            "use a new --out folder for these settings, or repeat the original settings to resume")
+    res = run_dir / "result.json"
+    return read_json(res) if res.exists() else None
+

@@ -149,7 +149,8 @@ def synth_eval_cmd(
 
     from ..data import load_or_make_splits, open_dataset
     from ..storage import atomic_write_bytes, atomic_write_json
-    from ..synth.dataset import import_external, is_synthetic_folder
+    from ..data.synthetic import is_synthetic_folder
+    from ..synth.dataset import import_external
     from ..synth.evaluate import evaluate_synthetic
     from ..synth.fidelity import RandomConvFeatures
     from ..train import TrainConfig, run_training

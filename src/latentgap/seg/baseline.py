@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from ..progress import progress_bar
-from ..runs import environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
-from ..storage import atomic_write_json, atomic_write_text, read_json, stable_hash
+from ..runs import check_run_dir, environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..storage import atomic_write_json, atomic_write_text, stable_hash
 from .metrics import calibration, overlap
 
 
@@ -100,11 +100,9 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     run_dir = Path(run_dir)
     chash = cfg.config_hash()
     res = run_dir / "result.json"
-    if res.exists():
-        row = read_json(res)
-        if row.get("config_hash") != chash:
-            raise UserError(f"{res} was written by another configuration", "use a new run folder for these settings")
-        return row
+    done = check_run_dir(run_dir, chash, "U-Net configuration")
+    if done is not None:
+        return done
     if cfg.fold >= len(splits.folds):
         raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
     device = resolve_device(cfg.device)

@@ -60,7 +60,6 @@ def calibration(prob: np.ndarray, truth: np.ndarray, bins: int = 15) -> dict[str
         raise UserError("probability map and ground truth differ in size", "predict at the ground truth's size")
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    cnt = np.bincount(idx, minlength=bins)
     conf = np.bincount(idx, weights=p, minlength=bins)
     acc = np.bincount(idx, weights=y, minlength=bins)
     ece = float(np.sum(np.abs(acc - conf)) / len(p))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.synthetic import MANIFEST, is_synthetic_folder, open_synthetic  # noqa: F401  (re-exported)
+from ..data.synthetic import MANIFEST
 from ..errors import UserError
 from ..runs import code_version
 from ..storage import atomic_write_json

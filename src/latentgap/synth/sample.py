@@ -37,7 +37,7 @@ from ..storage import read_json
 from .models import Denoiser, build_denoiser
 from ..diffusion.guidance import guidance_shift
 from ..diffusion.objectives import VPrediction, build_objective
-from ..diffusion.samplers import SAMPLERS, make_scheduler  # noqa: F401  (SAMPLERS re-exported)
+from ..diffusion.samplers import make_scheduler
 from .train import SynthConfig
 
 

@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from ..progress import progress_bar
-from ..runs import environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
-from ..storage import atomic_write_json, atomic_write_text, read_json, stable_hash
+from ..runs import check_run_dir, environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..storage import atomic_write_json, atomic_write_text, stable_hash
 from .models import build_denoiser
 from ..diffusion.objectives import build_objective, weighted_mse
 
@@ -117,18 +117,6 @@ def _ema(model, cfg: SynthConfig):
                     power=2 / 3)
 
 
-def _check_run_dir(run_dir: Path, chash: str) -> dict | None:
-    for name in ("result.json", "config.yaml"):
-        p = run_dir / name
-        if p.exists():
-            have = (read_json(p) if name.endswith(".json") else yaml.safe_load(p.read_text()) or {}).get("config_hash")
-            if have != chash:
-                raise UserError(f"{p} was written by another generator configuration ({have}, this run {chash})",
-                                "use a new --out folder for these settings, or repeat the original settings to resume")
-    res = run_dir / "result.json"
-    return read_json(res) if res.exists() else None
-
-
 def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *,
                     progress: bool | None = None) -> dict[str, Any]:
     """Train (or resume, or return the finished row of) the generator of ``cfg`` in ``run_dir``.
@@ -148,7 +136,7 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
 
     run_dir = Path(run_dir)
     chash = cfg.config_hash()
-    done = _check_run_dir(run_dir, chash)
+    done = check_run_dir(run_dir, chash, "generator configuration")
     if done is not None:
         return done
     device = resolve_device(cfg.device)

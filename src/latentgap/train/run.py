@@ -33,9 +33,9 @@ from ..device import autocast_dtype, resolve_device
 from ..errors import UserError
 from ..latents.spaces import CombinedParts
 from ..progress import progress_bar
-from ..runs import (environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, read_checkpoint_meta,
+from ..runs import (check_run_dir, environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed,
                     save_checkpoint)
-from ..storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ..storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .build import build_loss, build_model, build_noise, build_optimizer, min_epochs, place_model
 from .config import TrainConfig
 from .distill import ae_identity, teacher_config, teacher_logits
@@ -122,22 +122,6 @@ def _load_checkpoint(path: Path, model, stopper: EarlyStopping, optimizer, sched
     return meta
 
 
-def _check_run_dir(run_dir: Path, chash: str) -> dict | None:
-    """The finished row if ``run_dir`` holds this configuration's result; UserError if another config wrote it."""
-    readers = {"result.json": read_json, "checkpoint.safetensors": read_checkpoint_meta,
-               "config.yaml": lambda p: yaml.safe_load(p.read_text()) or {}}
-    for name, read in readers.items():
-        p = run_dir / name
-        if not p.exists():
-            continue
-        have = read(p).get("config_hash")
-        if have != chash:
-            raise UserError(f"{p} was written by another configuration (config hash {have}, this run {chash})",
-                            "use a new --out folder for these settings, or repeat the original settings to resume")
-    res = run_dir / "result.json"
-    return read_json(res) if res.exists() else None
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, arr)
@@ -162,7 +146,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     cfg = cfg.resolved()
     run_dir = Path(run_dir)
     chash = cfg.config_hash()
-    done = _check_run_dir(run_dir, chash)
+    done = check_run_dir(run_dir, chash)
     if done is not None:
         return done
     device = resolve_device(cfg.device)
