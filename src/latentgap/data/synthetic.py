@@ -35,3 +35,14 @@ def open_synthetic(path: str | os.PathLike, resize: int | None = None):
     ds.source = (f"synthetic: sampled by the generator {manifest['generator']} of {manifest['dataset']} fold "
                  f"{manifest['fold']} (training data only)")
     return ds
+
+
+def check_image_shape(synthetic, real) -> None:
+    """UserError unless ``synthetic`` images have ``real``'s size and channels (every use of a synthetic set next
+    to real data: training parts, evaluation, importing an external set)."""
+    if tuple(synthetic.image_size) != tuple(real.image_size) or synthetic.channels != real.channels:
+        (sh, sw), (rh, rw) = synthetic.image_size, real.image_size
+        raise UserError(f"synthetic images are {sh}x{sw}x{synthetic.channels}, the real ones {rh}x{rw}x{real.channels}",
+                        "give synthetic images the real data's size and channels (sample from the real data's "
+                        "generator, or pass --resize to open both at one side)")
+

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.synthetic import MANIFEST
+from ..data.synthetic import MANIFEST, check_image_shape
 from ..errors import UserError
 from ..runs import code_version
 from ..storage import atomic_write_json
@@ -92,10 +92,7 @@ def import_external(out: str | os.PathLike, real, external, *, fold: int, splits
         raise UserError(f"'{out}' already exists; a synthetic dataset is never overwritten", "pass a new --out folder")
     if getattr(external, "multilabel", False):
         raise UserError("external synthetic labels must be one class per image", "give single-label synthetic data")
-    if tuple(external.image_size) != tuple(real.image_size) or external.channels != real.channels:
-        raise UserError(f"synthetic images are {external.image_size[0]}x{external.image_size[1]}x{external.channels}, "
-                        f"the real ones {real.image_size[0]}x{real.image_size[1]}x{real.channels}",
-                        "pass --resize to the real side, and give images with the real data's channels")
+    check_image_shape(external, real)
     names, real_names = [str(c) for c in external.class_names], [str(c) for c in real.class_names]
     if all(n in real_names for n in names):
         mapping = [real_names.index(n) for n in names]

@@ -17,16 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.synthetic import check_image_shape
 from ..errors import UserError
 from .fidelity import extract, fidelity
 from .privacy import copies, denoising_losses, membership_auc
 
 
 def _check_pair(real, syn) -> None:
-    if tuple(syn.image_size) != tuple(real.image_size) or syn.channels != real.channels:
-        raise UserError(f"synthetic images are {syn.image_size[0]}x{syn.image_size[1]}x{syn.channels}, the real ones "
-                        f"{real.image_size[0]}x{real.image_size[1]}x{real.channels}",
-                        "resize the synthetic images to the real data's size and channels (or pass --resize)")
+    check_image_shape(syn, real)
     y = np.asarray(syn.labels)
     if y.ndim != 1 and y.shape[1:] != (1,):
         raise UserError("synthetic labels must be one class per image", "give single-label synthetic data")

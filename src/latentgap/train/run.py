@@ -255,6 +255,7 @@ def synthetic_training_part(cfg: TrainConfig, ds, splits, cache, real_train):
     """The synthetic dataset ``cfg.synthetic`` as a training part of ``cfg.space``, after checking that it was
     made from this dataset's fold ``cfg.fold`` (the same fold assignment) and, for latents, by this autoencoder."""
     from ..data import open_dataset
+    from ..data.synthetic import check_image_shape
     from ..latents.spaces import synthetic_part
 
     syn = open_dataset(cfg.synthetic)
@@ -269,9 +270,7 @@ def synthetic_training_part(cfg: TrainConfig, ds, splits, cache, real_train):
         if man.get(key) != want:
             raise UserError(f"synthetic dataset '{cfg.synthetic}' was made for another {what} ({man.get(key)!r}, this "
                             f"run {want!r})", "sample it from the generator of this dataset, autoencoder and fold")
-    if tuple(syn.image_size) != tuple(ds.image_size) or syn.channels != ds.channels:
-        raise UserError(f"synthetic images are {syn.image_size[0]}x{syn.image_size[1]}x{syn.channels}, the real ones "
-                        f"{ds.image_size[0]}x{ds.image_size[1]}x{ds.channels}", "sample at the real data's size and channels")
+    check_image_shape(syn, ds)
     if syn.num_classes != ds.num_classes:
         raise UserError(f"synthetic dataset has {syn.num_classes} classes, the real one {ds.num_classes}",
                         "sample from the generator of this dataset")
