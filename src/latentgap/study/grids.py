@@ -77,6 +77,28 @@ def _pair_key(spec: StudySpec, dataset: str, ae: AutoencoderEntry, fold: int | N
     return key
 
 
+def _cell_key(spec: StudySpec, ds: str, name: str, space: str, variant: str, fold: int, seed: int,
+              settings_space: str) -> dict[str, Any]:
+    """What defines a classifier cell before its inputs (cache, autoencoder, teacher, synthetic set) are added;
+    ``settings_space``: whose ``space_train`` settings it trains with."""
+    key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold, "seed": seed,
+           "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
+           "train": {**spec.train, **spec.space_train.get(settings_space, {})}}
+    if spec.cache.views != ["identity"]:  # every space reads the views the cache holds, image cells too
+        key["views"] = spec.cache.views
+    return key
+
+
+def _cell_task(spec: StudySpec, key: dict[str, Any], needs: dict[str, str]) -> Task:
+    """The ``classifier`` task of a cell key (hash, run folder, identity copied into its row, label)."""
+    ident = tuple(key[f] for f in IDENTITY)
+    ds, name, space, variant, fold, seed = ident
+    h = "c" + stable_hash(key)
+    return Task("classifier", h, {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device}, needs,
+                f"runs/{run_name(ds, name, space, variant, f'f{fold}', f's{seed}', hash=h)}", dict(zip(IDENTITY, ident)),
+                f"{ds} {name} {space} {variant} fold {fold} seed {seed}")
+
+
 @GRIDS.register("classification")
 def classification_grid(spec: StudySpec) -> list[Task]:
     """Autoencoder trainings, then one ``prepare`` task per dataset x autoencoder, then the cells.
@@ -135,12 +157,7 @@ def classification_grid(spec: StudySpec) -> list[Task]:
             for seed in spec.seeds:
                 name = IMAGE_AE if ae is None else ae.key
                 # a matched cell trains with the latent space's settings (same model, same recipe)
-                settings = spec.space_train.get("latent" if variant == "matched" else space, {})
-                key = {"dataset": ds, "autoencoder": name, "space": space, "variant": variant, "fold": fold,
-                       "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
-                       "train": {**spec.train, **settings}}
-                if spec.cache.views != ["identity"]:  # image cells read the same views as the cache holds
-                    key["views"] = spec.cache.views
+                key = _cell_key(spec, ds, name, space, variant, fold, seed, "latent" if variant == "matched" else space)
                 pair = None
                 if ae is not None:  # recon / latent cells, and matched image cells (the latent grid sets the stem)
                     pair = pair_of.get((ds, name, fold)) or pair_of.get((ds, name, None))
@@ -153,11 +170,7 @@ def classification_grid(spec: StudySpec) -> list[Task]:
                     teacher = by_identity[(ds, name, "recon", "plain", fold, seed)]
                     key["teacher"] = teacher.hash  # the teacher's settings are part of the student's identity
                     needs["teacher"] = teacher.hash
-                h = "c" + stable_hash(key)
-                identity = dict(zip(IDENTITY, (ds, name, space, variant, fold, seed)))
-                task = Task("classifier", h, {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device},
-                            needs, f"runs/{run_name(ds, name, space, variant, f'f{fold}', f's{seed}', hash=h)}",
-                            identity, f"{ds} {name} {space} {variant} fold {fold} seed {seed}")
+                task = _cell_task(spec, key, needs)
                 by_identity[(ds, name, space, variant, fold, seed)] = task
                 cells_.append(task)
     return list(ae_tasks.values()) + prepares + cells_ + synth_tasks(spec, pair_of, by_identity)
@@ -171,18 +184,10 @@ def _synth_eval_tasks(spec: StudySpec, ds: str, ae: AutoencoderEntry, fold: int,
     for space in ev.utility_spaces:
         for variant in ev.utility:
             for seed in spec.seeds:
-                key = {"dataset": ds, "autoencoder": ae.key, "space": space, "variant": variant, "fold": fold,
-                       "seed": seed, "k": spec.k, "split_seed": spec.split_seed, "val_fraction": spec.val_fraction,
-                       "train": {**spec.train, **spec.space_train.get(space, {})}, "synthetic": syn,
+                key = {**_cell_key(spec, ds, ae.key, space, variant, fold, seed, space), "synthetic": syn,
                        "cache": _cache_key(spec)}
-                if spec.cache.views != ["identity"]:
-                    key["views"] = spec.cache.views
                 needs = {"synthetic": syn} | ({"pair": pair.hash} if space != "image" else {})
-                h = "c" + stable_hash(key)
-                out.append(Task("classifier", h, {**key, "cache": spec.cache.model_dump(mode="json"), "device": spec.device},
-                                needs, f"runs/{run_name(ds, ae.key, space, variant, f'f{fold}', f's{seed}', hash=h)}",
-                                dict(zip(IDENTITY, (ds, ae.key, space, variant, fold, seed))),
-                                f"{ds} {ae.key} {space} {variant} fold {fold} seed {seed}"))
+                out.append(_cell_task(spec, key, needs))
     if ev.fidelity:
         needs = {"synthetic": syn, "generator": gen, "pair": pair.hash}
         image_cell = by_identity.get((ds, IMAGE_AE, "image", "plain", fold, spec.seeds[0]))
