@@ -32,3 +32,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_flux2_vae():
+    """A seeded tiny diffusers ``AutoencoderKLFlux2`` (4 latent channels at x4, 16 after the 2x2 patchify) with
+    non-trivial BatchNorm statistics: the FLUX.2 conventions at test size."""
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLFlux2(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                             up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                             layers_per_block=1).eval()
+    vae.bn.running_mean.copy_(torch.linspace(-1, 1, 16))
+    vae.bn.running_var.copy_(torch.linspace(0.2, 3.0, 16))
+    return vae
+

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, AutoencoderKLFlux2, AutoencoderTiny
+from diffusers import AutoencoderKL, AutoencoderTiny
 from skimage.metrics import peak_signal_noise_ratio
 
 from latentgap.autoencoders import AUTOENCODERS, adapt_images, create_autoencoder, restore_channels
@@ -159,12 +159,9 @@ def test_patchify_order_by_hand():
 
 
 def test_flux2_normalisation_by_path(tmp_path):
-    torch.manual_seed(0)
-    vae = AutoencoderKLFlux2(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                             up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                             layers_per_block=1).eval()
-    vae.bn.running_mean.copy_(torch.linspace(-1, 1, 16))
-    vae.bn.running_var.copy_(torch.linspace(0.2, 3.0, 16))
+    from conftest import tiny_flux2_vae
+
+    vae = tiny_flux2_vae()
     ae = create_autoencoder(_save(vae, tmp_path / "f2"))
     assert isinstance(ae, Flux2KL)
     assert (ae.info.latent_channels, ae.info.downsample) == (16, 4)

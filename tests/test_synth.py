@@ -340,19 +340,14 @@ def test_synth_spec_errors_name_the_field():
 def test_flux2_generator_works_in_the_patched_normalised_form_and_decodes_through_the_adapter(tmp_path):
     """A tiny AutoencoderKLFlux2 saved with save_pretrained and loaded by path: the generator models the adapter's
     latents (2x2-patched, BatchNorm-normalised: 16 channels at x4 here) and samples decode through the adapter."""
-    from diffusers import AutoencoderKLFlux2
+    from conftest import tiny_flux2_vae
 
     from latentgap.autoencoders import create_autoencoder
     from latentgap.data import open_dataset
     from latentgap.synth.dataset import write_synthetic
     from latentgap.synth.sample import load_generator, sample_plan
 
-    torch.manual_seed(0)
-    vae = AutoencoderKLFlux2(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                             up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                             layers_per_block=1).eval()
-    vae.bn.running_mean.copy_(torch.linspace(-1, 1, 16))
-    vae.bn.running_var.copy_(torch.linspace(0.2, 3.0, 16))
+    vae = tiny_flux2_vae()
     vae.save_pretrained(tmp_path / "f2")
     cfg = _cfg(tmp_path, autoencoder=str(tmp_path / "f2"), steps=2, checkpoint_every=2, views=["identity"])
     row = train_generator(cfg, tmp_path / "gen", progress=False)
