@@ -9,6 +9,7 @@ bit-identically on CPU and a finished run is returned, not retrained.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -75,12 +76,17 @@ def _batch(ds, idx: np.ndarray, flip: torch.Tensor | None = None) -> tuple[torch
 def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: UNetConfig) -> torch.Tensor:
     """Weighted binary cross-entropy (foreground pixels x ``foreground_weight``) + ``dice_weight`` x soft Dice loss
     (MONAI's ``DiceLoss`` on the sigmoid, batch-pooled so empty masks do not divide by zero)."""
-    from monai.losses import DiceLoss
-
     w = 1.0 + (cfg.foreground_weight - 1.0) * y
     ce = F.binary_cross_entropy_with_logits(logits, y, weight=w)
-    dice = DiceLoss(sigmoid=True, batch=True)(logits, y)
-    return ce + cfg.dice_weight * dice
+    return ce + cfg.dice_weight * _dice_loss()(logits, y)
+
+
+@functools.lru_cache(maxsize=1)
+def _dice_loss():
+    """MONAI's soft Dice on the sigmoid, pooled over the batch (built once, not per step)."""
+    from monai.losses import DiceLoss
+
+    return DiceLoss(sigmoid=True, batch=True)
 
 
 @torch.no_grad()

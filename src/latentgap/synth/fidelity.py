@@ -70,7 +70,6 @@ class ClassifierFeatures(nn.Module):
                             f"{run.inputs.get('space')}", "pass the run folder of an image-space cell of the fold")
         self.model = run.model.eval()
         self.num_features = int(run.model.num_features)
-        self.in_chans = int(run.inputs["input_shape"][0])
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
