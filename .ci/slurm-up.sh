@@ -14,6 +14,9 @@ pkgs="slurmctld slurmd slurm-client munge"
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
 
+# Always a fresh state: a state or spool dir left by an earlier run (a machine image, a crashed CI) brings
+# back its jobs, which hold the node (MIXED/ALLOCATED), so it never becomes idle.
+rm -rf "$S"
 mkdir -p "$S"/{state,spool,log,run}
 
 wait_for() {  # wait_for <seconds> <cmd...>
@@ -21,6 +24,12 @@ wait_for() {  # wait_for <seconds> <cmd...>
   for _ in $(seq 1 $((t * 4))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
   echo "timeout waiting for: $*" >&2; return 1
 }
+
+# The node line must not promise more than the machine has: slurmctld drains a node whose slurmd reports
+# fewer CPUs or less memory than slurm.conf says, and the node never becomes idle. Tests ask for <= 1.5 GB.
+CPUS=$(nproc)
+MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
+REAL_MEM=$(( MEM_MB - 256 < 2000 ? MEM_MB - 256 : 2000 ))
 
 # ---- slurm.conf (written first: sacctmgr/sinfo/... all need it)
 if [ "$WITH_DBD" = 1 ]; then
@@ -63,7 +72,7 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=5
 Waittime=0
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
 
@@ -106,5 +115,15 @@ fi
 
 /usr/sbin/slurmctld -i
 /usr/sbin/slurmd -N "$NODE"
-wait_for 30 sh -c 'sinfo -h -o %T | grep -qx idle'
+if ! wait_for 30 sh -c 'sinfo -h -o %T | grep -qx idle'; then
+  # a node left drained or down by a previous slurmctld state: return it to service once, then wait again
+  scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
+  if ! wait_for 60 sh -c 'sinfo -h -o %T | grep -qx idle'; then
+    echo "== Slurm did not become idle; diagnostics follow" >&2
+    sinfo -R >&2 || true
+    scontrol show node "$NODE" >&2 || true
+    for f in slurmctld slurmd slurmdbd; do echo "-- $S/log/$f.log" >&2; tail -n 25 "$S/log/$f.log" >&2 || true; done
+    exit 1
+  fi
+fi
 sinfo
