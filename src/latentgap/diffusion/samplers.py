@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLERS = {"flow": ("euler",), "vpred": ("ddim", "dpm++")}
 
@@ -24,3 +29,20 @@ def make_scheduler(objective: str, sampler: str = "auto"):
     if sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False), sampler
     return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2), sampler
+
+
+def denoise(objective: str, z: "torch.Tensor", predict, *, steps: int, sampler: str = "auto") -> "torch.Tensor":
+    """Run a diffusers sampler from pure noise ``z`` (unit Gaussian): ``predict(z_t, model_time)`` returns the
+    model's prediction (velocity for flow, v for vpred) for a batch whose network time is ``model_time`` (B,).
+
+    One step is the single-step mode: for v-prediction with trailing spacing it returns the model's x0 estimate
+    at the last timestep; for flow matching z - v at t = 1.
+    """
+    sched, name = make_scheduler(objective, sampler)
+    sched.set_timesteps(steps, device=z.device)
+    if name != "euler":
+        z = z * sched.init_noise_sigma
+    for t in sched.timesteps:
+        pred = predict(z, t.expand(len(z)).to(z.device).float())
+        z = sched.step(pred, t, z).prev_sample
+    return z

@@ -10,7 +10,6 @@ bit-identically on CPU and a finished run is returned, not retrained.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from pathlib import Path
@@ -23,9 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
-from ..progress import progress_bar
-from ..runs import check_run_dir, environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..runs import check_run_dir, environment
 from ..storage import atomic_write_json, atomic_write_text, stable_hash
+from .fit import fit_epochs
 from .metrics import calibration, overlap
 
 
@@ -123,60 +122,19 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     model = build_unet(cfg, ds.channels).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    g = torch.Generator().manual_seed(cfg.seed)
-    ckpt = run_dir / "checkpoint.safetensors"
-    start, best, best_epoch, bad, best_state, lines, seconds = 0, -1.0, -1, 0, None, [], 0.0
-    if ckpt.exists():
-        t, meta = load_checkpoint(ckpt)
-        model.load_state_dict(prefixed(t, "model"))
-        best_state = prefixed(t, "best") or None
-        load_optimizer(opt, t, meta["param_groups"])
-        sched.load_state_dict(meta["scheduler"])
-        g.set_state(t["rng.generator"])
-        start, best, best_epoch, bad, seconds = meta["epoch"] + 1, meta["best"], meta["best_epoch"], meta["bad"], meta["seconds"]
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:start]
-    tr = np.asarray(fold.train)
-    with progress_bar(cfg.epochs, f"seg unet {ds.name} fold {cfg.fold}", disable=None if progress is None else not progress) as bar:
-        bar.advance(start)
-        for epoch in range(start, cfg.epochs):
-            if bad >= cfg.patience:
-                break
-            t0 = time.perf_counter()
-            model.train()
-            order = torch.randperm(len(tr), generator=g).numpy()
-            tot, n = 0.0, 0
-            for lo in range(0, len(order), cfg.batch_size):
-                idx = tr[order[lo:lo + cfg.batch_size]]
-                if len(idx) < 2:
-                    continue  # BatchNorm cannot normalise one sample
-                flip = torch.rand(len(idx), generator=g) < 0.5
-                x, y = _batch(ds, idx, flip)
-                loss = seg_loss(model(x.to(device)), y.to(device), cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot, n = tot + loss.item() * len(idx), n + len(idx)
-            sched.step()
-            probs = predict_probs(model, ds, np.asarray(fold.val), device)
-            val = overlap(probs > 0.5, ds.masks[np.asarray(fold.val)])["dice_per_image"]
-            if val > best:
-                best, best_epoch, bad = val, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-            seconds += time.perf_counter() - t0
-            lines.append(json.dumps({"epoch": epoch, "train_loss": tot / max(n, 1), "val_dice": val,
-                                     "seconds": time.perf_counter() - t0}, sort_keys=True))
-            atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
-            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-            tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
-            ot, groups = optimizer_tensors(opt)
-            tensors.update(ot)
-            tensors["rng.generator"] = g.get_state()
-            save_checkpoint(ckpt, tensors, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
-                                            "seconds": seconds, "param_groups": groups,
-                                            "scheduler": sched.state_dict(), "config_hash": chash})
-            bar.advance(1)
+    tr, va = np.asarray(fold.train), np.asarray(fold.val)
+
+    def loss_fn(idx, g):
+        x, y = _batch(ds, idx, torch.rand(len(idx), generator=g) < 0.5)
+        return seg_loss(model(x.to(device)), y.to(device), cfg)
+
+    def validate():
+        return overlap(predict_probs(model, ds, va, device) > 0.5, ds.masks[va])["dice_per_image"]
+
+    fit = fit_epochs(run_dir, chash, model, opt, sched, tr, loss_fn, validate, epochs=cfg.epochs,
+                     patience=cfg.patience, batch_size=cfg.batch_size, seed=cfg.seed,
+                     desc=f"seg unet {ds.name} fold {cfg.fold}", progress=progress)
+    best_state, best, best_epoch, seconds = fit.best_state, fit.best, fit.best_epoch, fit.seconds
     model.load_state_dict(best_state)
     te = np.asarray(fold.test)
     t0 = time.perf_counter()
@@ -186,9 +144,9 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     ov.pop("dice_values")
     env = environment(device)
     row = {"dataset": ds.name, "method": "unet", "fold": cfg.fold, "k": len(splits.folds), "splits_digest": splits.digest(),
-           **ov, **calibration(probs, ds.masks[te]), "epochs": len(lines), "best_epoch": best_epoch,
+           **ov, **calibration(probs, ds.masks[te]), "epochs": fit.epochs, "best_epoch": best_epoch,
            "val_dice": best, "train_seconds": round(seconds, 2), "seconds_per_image": sec_per_image,
-           "n_train": len(tr), "n_test": len(te), "encoder": cfg.encoder, "parameters": sum(p.numel() for p in model.parameters()),
+           "n_train": len(tr), "n_test": len(te), "image_size": [h, w], "image_channels": ds.channels, "encoder": cfg.encoder, "parameters": sum(p.numel() for p in model.parameters()),
            "device": str(device), "torch": env["torch"], "code_version": env["code_version"], "config_hash": chash}
     atomic_write_json(res, row)
     return row

@@ -60,6 +60,7 @@ class SegDataset:
         self.name, self.images, self.masks = name, np.ascontiguousarray(images, np.uint8), masks.astype(np.uint8)
         self.num_classes, self.ids, self.labels, self.class_names = num_classes, ids, labels, class_names
         self.official_split, self.source = official_split, source
+        self.resized_from: list[int] | None = None  # original size when resize_seg made this copy
 
     def __len__(self) -> int:
         return len(self.images)
@@ -191,3 +192,21 @@ def seg_splits(ds: SegDataset, k: int = 5, seed: int = 0, val_fraction: float = 
         folds.append(Fold(np.sort(tr[a]), np.sort(tr[b]), np.sort(te)))
     return Splits("kfold", k, folds=folds, seed=int(seed), val_fraction=float(val_fraction), fingerprint=ds.fingerprint(),
                   dataset=ds.name, n=n)
+
+
+def resize_seg(ds: SegDataset, size: tuple[int, int] | int) -> SegDataset:
+    """A copy of ``ds`` at ``size`` (images bilinear, masks nearest, so labels stay labels); the original size is
+    kept in ``ds.resized_from`` for the record. Returns ``ds`` itself when it already has that size."""
+    from PIL import Image
+
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(ds.image_size) == size:
+        return ds
+    h, w = size
+    img = np.stack([np.asarray(Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a).resize((w, h), Image.BILINEAR))
+                    for a in ds.images])
+    msk = np.stack([np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST)) for m in ds.masks])
+    out = SegDataset(ds.name, img, msk, num_classes=ds.num_classes, ids=ds.ids, labels=ds.labels,
+                     class_names=ds.class_names, official_split=ds.official_split, source=ds.source)
+    out.resized_from = list(ds.image_size)
+    return out

@@ -37,7 +37,7 @@ from ..storage import read_json
 from .models import Denoiser, build_denoiser
 from ..diffusion.guidance import guidance_shift
 from ..diffusion.objectives import VPrediction, build_objective
-from ..diffusion.samplers import make_scheduler
+from ..diffusion.samplers import denoise
 from .train import SynthConfig
 
 
@@ -180,12 +180,7 @@ def sample(gen: Generator, labels: torch.Tensor, *, steps: int = 50, sampler: st
     for lo in range(0, len(labels), batch_size):
         y = labels[lo:lo + batch_size].to(dev)
         z = torch.randn((len(y), c, h, w), generator=g).to(dev)
-        sched, name = make_scheduler(gen.config.objective, sampler)
-        sched.set_timesteps(steps, device=dev)
-        if name != "euler":
-            z = z * sched.init_noise_sigma
-        for t in sched.timesteps:
-            tb = t.expand(len(y)).to(dev).float()
+        def predict(z, tb, y=y):
             if cfg_scale != 1.0:
                 both = gen.model(torch.cat([z, z]), torch.cat([tb, tb]), torch.cat([y, torch.full_like(y, k)]))
                 cond, unc = both.chunk(2)
@@ -194,7 +189,9 @@ def sample(gen: Generator, labels: torch.Tensor, *, steps: int = 50, sampler: st
                 pred = gen.model(z, tb, y)
             if guide is not None and guide_scale:
                 pred = pred + guide_scale * _guidance_shift(gen, guide, z, tb, y)
-            z = sched.step(pred, t, z).prev_sample
+            return pred
+
+        z = denoise(gen.config.objective, z, predict, steps=steps, sampler=sampler)
         out.append(z.float().cpu())
     return torch.cat(out) if out else torch.empty(0, c, h, w)
 

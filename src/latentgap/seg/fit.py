@@ -1,0 +1,102 @@
+"""The epoch loop every segmentation model shares (U-Net baseline, mask autoencoder, diffusion segmenter).
+
+One place owns what must be identical across them: shuffling from the run's own generator, early stopping on a
+validation score, the best weights kept, ``metrics.jsonl`` rewritten each epoch, and one checkpoint file per epoch
+(model, best model, optimiser, scheduler, RNG and counters, written atomically) so that a killed run resumes to
+bit-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..progress import progress_bar
+from ..runs import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..storage import atomic_write_text
+
+
+@dataclass
+class FitResult:
+    best_state: dict
+    best: float
+    best_epoch: int
+    epochs: int
+    seconds: float
+
+
+def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler, train_idx: np.ndarray, loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
+               validate: Callable[[], float], *, epochs: int, patience: int, batch_size: int, seed: int,
+               desc: str, grad_clip: float | None = None, progress: bool | None = None) -> FitResult:
+    """Train ``model`` for up to ``epochs`` epochs, stopping after ``patience`` epochs without a better
+    ``validate()`` score (higher is better); resume from ``run_dir/checkpoint.safetensors`` when present.
+
+    ``loss_fn(batch_indices, generator)`` returns the batch loss; it draws any randomness (flips, noise, time
+    steps) from ``generator``, which is checkpointed with the weights. Batches of one sample are skipped
+    (BatchNorm cannot normalise them).
+    """
+    g = torch.Generator().manual_seed(seed)
+    ckpt = run_dir / "checkpoint.safetensors"
+    start, best, best_epoch, bad, best_state, lines, seconds = 0, -float("inf"), -1, 0, None, [], 0.0
+    if ckpt.exists():
+        t, meta = load_checkpoint(ckpt)
+        model.load_state_dict(prefixed(t, "model"))
+        best_state = prefixed(t, "best") or None
+        load_optimizer(optimizer, t, meta["param_groups"])
+        scheduler.load_state_dict(meta["scheduler"])
+        g.set_state(t["rng.generator"])
+        start, best, best_epoch, bad, seconds = meta["epoch"] + 1, meta["best"], meta["best_epoch"], meta["bad"], meta["seconds"]
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:start]
+    train_idx = np.asarray(train_idx)
+    with progress_bar(epochs, desc, disable=None if progress is None else not progress) as bar:
+        bar.advance(start)
+        for epoch in range(start, epochs):
+            if bad >= patience:
+                break
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(train_idx), generator=g).numpy()
+            tot, n = 0.0, 0
+            for lo in range(0, len(order), batch_size):
+                idx = train_idx[order[lo:lo + batch_size]]
+                if len(idx) < 2:
+                    continue
+                loss = loss_fn(idx, g)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                tot, n = tot + loss.item() * len(idx), n + len(idx)
+            scheduler.step()
+            model.eval()
+            with torch.no_grad():
+                val = float(validate())
+            if val > best:
+                best, best_epoch, bad = val, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+            seconds += time.perf_counter() - t0
+            lines.append(json.dumps({"epoch": epoch, "train_loss": tot / max(n, 1), "val": val,
+                                     "seconds": time.perf_counter() - t0}, sort_keys=True))
+            atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+            ot, groups = optimizer_tensors(optimizer)
+            tensors.update(ot)
+            tensors["rng.generator"] = g.get_state()
+            save_checkpoint(ckpt, tensors, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                                            "seconds": seconds, "param_groups": groups,
+                                            "scheduler": scheduler.state_dict(), "config_hash": config_hash})
+            bar.advance(1)
+    if best_state is None:  # nothing trained (epochs exhausted before the first epoch): keep the current weights
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return FitResult(best_state, best, best_epoch, len(lines), seconds)
