@@ -158,3 +158,146 @@ def test_killed_unet_training_resumes_to_identical_weights(tmp_path):
     a, _ = load_checkpoint(tmp_path / "ref" / "checkpoint.safetensors")
     b, _ = load_checkpoint(ckpt)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "best.")))
+
+
+# --------------------------------------------------------------------------- latent diffusion segmenter
+
+MASK_AE = {"downsample": 4, "width": 8, "epochs": 20, "patience": 20, "latent_channels": 2, "lr": 3e-3, "batch_size": 4}
+SEG = dict(dataset="discs", k=3, width=16, batch_size=4, lr=2e-3, samples=4, steps=2, device="cpu", mask_ae=MASK_AE)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_latent_diffusion_segmenter_learns_discs_with_informative_confidence(tmp_path):
+    """Mask autoencoder ceiling, segmenter Dice below it, calibrated mean map, confidence that predicts errors."""
+    from latentgap.seg.apply import evaluate_model, load_seg_model
+    from latentgap.seg.segmenter import SegmenterConfig, load_segmenter, train_segmenter
+
+    ds = _discs(n=60)
+    sp = seg_splits(ds, k=3, seed=0)
+    cfg = SegmenterConfig(**SEG, objective="flow", condition=["image", "encoder"], epochs=15, patience=15)
+    row = train_segmenter(cfg, tmp_path / "lat", ds, sp, progress=False)
+    assert row["method"] == "latent-diffusion" and row["target_shape"] == [2, 8, 8]
+    assert row["mask_ae_ceiling_dice_per_image"] > 0.85
+    assert 0.8 < row["dice_per_image"] <= row["mask_ae_ceiling_dice_per_image"] + 0.03
+    assert row["ece"] < 0.05 and row["uncertainty_auroc_std"] > 0.7 and row["uncertainty_auroc_std_ci"][0] > 0.5
+    assert row["cost_steps_x_samples"] == 8 and row["seconds_per_image"] > 0
+    assert "per image" in row["aggregation"]
+    # the saved model predicts the same test part again; one step is the single-step mode
+    seg = load_segmenter(tmp_path / "lat")
+    from latentgap.data import to_float
+
+    te = np.asarray(sp.folds[0].test)
+    one = seg.predict(to_float(ds.images[te]), samples=3, steps=1)
+    assert one["samples"].shape == (3, len(te), 32, 32) and one["prob"].min() >= 0 and one["prob"].max() <= 1
+    assert overlap(one["mask"], ds.masks[te])["dice_per_image"] > 0.7
+    m = load_seg_model(tmp_path / "lat")
+    again, _, _ = evaluate_model(m, SegDataset("discs", ds.images[te], ds.masks[te]), seed=1)
+    assert again["dice_per_image"] == pytest.approx(row["dice_per_image"], abs=0.03)
+    assert again["resized"] is False and again["cost_steps_x_samples"] == 8
+
+
+SEG_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from test_seg import _discs, SEG
+from latentgap.seg.data import seg_splits
+from latentgap.seg.segmenter import SegmenterConfig, train_segmenter
+ds = _discs()
+train_segmenter(SegmenterConfig(**SEG, space="pixel", condition=["image"], epochs=8, patience=50), sys.argv[1], ds,
+                seg_splits(ds, k=3, seed=0), progress=False)
+"""
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_killed_segmenter_training_resumes_to_identical_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from latentgap.runs import load_checkpoint, read_checkpoint_meta
+    from latentgap.seg.segmenter import SegmenterConfig, train_segmenter
+
+    ds = _discs()
+    sp = seg_splits(ds, k=3, seed=0)
+    cfg = SegmenterConfig(**SEG, space="pixel", condition=["image"], epochs=8, patience=50)
+    train_segmenter(cfg, tmp_path / "ref", ds, sp, progress=False)
+    proc = subprocess.Popen([sys.executable, "-c", SEG_SCRIPT, str(tmp_path / "run"), os.path.dirname(__file__)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and read_checkpoint_meta(ckpt).get("epoch", -1) >= 1):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "result.json").exists()
+    row = train_segmenter(cfg, tmp_path / "run", ds, sp, progress=False)
+    a, _ = load_checkpoint(tmp_path / "ref" / "segmenter.safetensors")
+    b, _ = load_checkpoint(tmp_path / "run" / "segmenter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert row["dice_per_image"] == train_segmenter(cfg, tmp_path / "ref", ds, sp)["dice_per_image"]
+
+
+def test_segmenter_refuses_bad_input_in_one_line(tmp_path, shared_data):
+    from latentgap.seg.segmenter import SegmenterConfig, train_segmenter
+
+    ds = _discs(n=12, size=36)
+    sp = seg_splits(ds, k=3, seed=0)
+    with pytest.raises(UserError, match="not a multiple of 8"):  # TAEF2's factor 8 does not divide 36
+        train_segmenter(SegmenterConfig(**SEG, condition=["latent"], autoencoder="taef2"), tmp_path / "a", ds, sp)
+    ds = _discs(n=12, size=40)
+    sp = seg_splits(ds, k=3, seed=0)
+    with pytest.raises(UserError, match="grid divisible by 4, this one is 10x10"):  # mask factor 4: a 10x10 grid
+        train_segmenter(SegmenterConfig(**{**SEG, "mask_ae": {**MASK_AE, "epochs": 1}}, condition=["image"]),
+                        tmp_path / "d", ds, sp, progress=False)
+    with pytest.raises(UserError, match="configured for 32x32 images"):
+        train_segmenter(SegmenterConfig(**SEG, image_size=[32, 32]), tmp_path / "b", ds, sp)
+    with pytest.raises(UserError, match="needs a condition"):
+        train_segmenter(SegmenterConfig(**SEG, condition=[]), tmp_path / "c", ds, sp)
+
+
+def _write_pairs(folder, ds, size):
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i, (im, m) in enumerate(zip(ds.images, ds.masks)):
+        Image.fromarray(im.squeeze(-1)).resize((size, size), Image.BILINEAR).save(folder / "images" / f"{i:03d}.png")
+        Image.fromarray(m * 255).resize((size, size), Image.NEAREST).save(folder / "masks" / f"{i:03d}.png")
+
+
+def test_seg_cli_trains_with_taef2_latents_then_evaluates_and_predicts_resized_folders(tmp_path, shared_data, capsys):
+    """seg train (latent condition from the real TAEF2), then seg eval / predict on 48-px folders: resized to the
+    training size and recorded; predictions are never overwritten."""
+    import json
+
+    from latentgap.cli import main
+
+    ds = _discs(n=30)
+    np.savez(tmp_path / "discs.npz", train_images=ds.images, train_masks=ds.masks, train_ids=ds.ids)
+    run = tmp_path / "run"
+    main(["seg", "train", "--data", str(tmp_path / "discs.npz"), "--method", "latent", "--folds", "3",
+          "--condition", "latent,encoder", "--ae", "taef2", "--width", "16", "--mask-downsample", "4",
+          "--mask-epochs", "2", "--epochs", "2", "--samples", "2", "--steps", "1", "--out", str(run), "--device", "cpu"])
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["method"] == "latent-diffusion" and 0 <= row["dice_per_image"] <= 1
+    assert json.loads((run / "result.json").read_text())["autoencoder"] == "taef2"
+    other = tmp_path / "other"
+    _write_pairs(other, _discs(n=6, seed=5), 48)
+    main(["seg", "eval", "--model", str(run), "--data", str(other), "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    ev = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert ev["resized_from"] == [48, 48] and ev["resized_to"] == [32, 32] and ev["n_images"] == 6
+    assert (tmp_path / "ev" / "overlays.png").stat().st_size > 0
+    images_only = tmp_path / "imgs"
+    images_only.mkdir()
+    for p in sorted((other / "images").iterdir()):
+        (images_only / p.name).write_bytes(p.read_bytes())
+    main(["seg", "predict", "--model", str(run), "--data", str(images_only), "--out", str(tmp_path / "pr"), "--device", "cpu"])
+    with np.load(tmp_path / "pr" / "predictions.npz") as z:
+        assert z["prob"].shape == (6, 32, 32) and z["std"].shape == (6, 32, 32)
+    rec = json.loads((tmp_path / "pr" / "predict.json").read_text())
+    assert rec["resized_from"] == [48, 48] and rec["files"][0] == "000.png" and rec["samples"] == 2
+    with pytest.raises(SystemExit):
+        main(["seg", "predict", "--model", str(run), "--data", str(images_only), "--out", str(tmp_path / "pr")])
+    assert "never overwritten" in capsys.readouterr().err

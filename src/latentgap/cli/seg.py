@@ -34,7 +34,7 @@ def seg_train_cmd(
     fold: int = typer.Option(0, "--fold", "-k", help="Fold to train on (its test part is reported)."),
     folds: int = typer.Option(5, "--folds", help="K of the K-fold splits (grouped by ids, stratified by empty mask)."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the fold assignment."),
-    size: Optional[int] = typer.Option(None, "--size", help="Resize images (bilinear) and masks (nearest) to N x N "
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize images (bilinear) and masks (nearest) to N x N "
                                        "first; recorded in the run."),
     ae: str = typer.Option("taef2", "--ae", "-a", help="Image autoencoder of the 'latent' condition."),
     condition: str = typer.Option("latent,encoder", "--condition", help="Diffusion conditions, comma-separated: "
@@ -42,7 +42,7 @@ def seg_train_cmd(
     objective: str = typer.Option("vpred", "--objective", help="vpred (DDPM v-prediction, min-SNR) or flow."),
     width: int = typer.Option(64, "--width", help="Denoiser channels of the first level."),
     mask_downsample: int = typer.Option(8, "--mask-downsample", help="Factor of the mask autoencoder (latent method)."),
-    mask_epochs: int = typer.Option(30, "--mask-epochs", help="Epoch ceiling of the mask autoencoder."),
+    mask_epochs: int = typer.Option(15, "--mask-epochs", help="Epoch ceiling of the mask autoencoder."),
     epochs: int = typer.Option(60, "--epochs", help="Epoch ceiling (early stopping on validation Dice)."),
     patience: int = typer.Option(10, "--patience", help="Epochs without a better validation Dice before stopping."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
@@ -64,20 +64,20 @@ def seg_train_cmd(
     if method not in ("latent", "pixel", "unet"):
         raise UserError(f"unknown method '{method}'", "use latent, pixel or unet")
     ds = open_seg_dataset(data)
-    if size:
-        ds = resize_seg(ds, size)
+    if resize:
+        ds = resize_seg(ds, resize)
     splits = seg_splits(ds, k=folds, seed=split_seed)
     try:
         if method == "unet":
             from ..seg.baseline import UNetConfig, train_unet
 
-            row = train_unet(UNetConfig(dataset=ds.name, fold=fold, k=folds, split_seed=split_seed, epochs=epochs,
+            row = train_unet(UNetConfig(dataset=ds.name, image_size=list(ds.image_size), fold=fold, k=folds, split_seed=split_seed, epochs=epochs,
                                         patience=patience, batch_size=batch_size, lr=lr, seed=seed, device=device),
                              out, ds, splits)
         else:
             from ..seg.segmenter import SegmenterConfig, train_segmenter
 
-            cfg = SegmenterConfig(dataset=ds.name, fold=fold, k=folds, split_seed=split_seed, space=method,
+            cfg = SegmenterConfig(dataset=ds.name, image_size=list(ds.image_size), fold=fold, k=folds, split_seed=split_seed, space=method,
                                   condition=_csv(condition), autoencoder=ae, objective=objective, width=width,
                                   mask_ae={"downsample": mask_downsample, "epochs": mask_epochs}, epochs=epochs,
                                   patience=patience, batch_size=batch_size, lr=lr, samples=samples, steps=steps,
@@ -181,4 +181,4 @@ def seg_eval_cmd(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "eval.json", row)
         save_overlays(out / "overlays.png", ds.images, pred, ds.masks)
-    typer.echo(json.dumps({k: row.get(k) for k in (*_SHOW, "resized_from", "resized_to", "aggregation") if k in row}))
+    typer.echo(json.dumps({k: row.get(k) for k in (*_SHOW, "n_images", "resized_from", "resized_to", "aggregation") if k in row}))

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import UserError
 from ..runs import check_run_dir, environment
 from ..storage import atomic_write_json, atomic_write_text, stable_hash
+from .data import check_training_size
 from .fit import fit_epochs
 from .metrics import calibration, overlap
 
@@ -37,6 +38,7 @@ class UNetConfig(BaseModel):
     fold: int = Field(0, ge=0)
     k: int = Field(5, ge=2)
     split_seed: int = 0
+    image_size: list[int] | None = None  # the training size (in the hash: a resized dataset is another run)
     encoder: str = "resnet18"
     encoder_depth: int = Field(4, ge=3, le=5)
     decoder_channels: list[int] = Field(default_factory=lambda: [128, 64, 32, 16])
@@ -113,6 +115,7 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     device = resolve_device(cfg.device)
     fold = splits.folds[cfg.fold]
     h, w = ds.image_size
+    check_training_size(cfg.image_size, ds)
     factor = 2 ** cfg.encoder_depth
     if h % factor or w % factor:
         raise UserError(f"a U-Net of depth {cfg.encoder_depth} needs sides divisible by {factor}, not {h}x{w}",

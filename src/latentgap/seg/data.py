@@ -210,3 +210,10 @@ def resize_seg(ds: SegDataset, size: tuple[int, int] | int) -> SegDataset:
                      class_names=ds.class_names, official_split=ds.official_split, source=ds.source)
     out.resized_from = list(ds.image_size)
     return out
+
+
+def check_training_size(image_size, ds: SegDataset) -> None:
+    """A run configured for one image size must not train on another (a resized dataset is another run)."""
+    if image_size is not None and tuple(image_size) != tuple(ds.image_size):
+        raise UserError(f"the run is configured for {image_size[0]}x{image_size[1]} images, {ds.name} is "
+                        f"{ds.image_size[0]}x{ds.image_size[1]}", "resize the data to the run's size or use a new --out")

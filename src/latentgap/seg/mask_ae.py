@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import UserError
 from ..runs import check_run_dir, environment, load_checkpoint, save_checkpoint
 from ..storage import atomic_write_json, atomic_write_text, stable_hash
+from .data import check_training_size
 from .fit import fit_epochs
 from .metrics import overlap
 
@@ -40,11 +41,12 @@ class MaskAEConfig(BaseModel):
     fold: int = Field(0, ge=0)
     k: int = Field(5, ge=2)
     split_seed: int = 0
+    image_size: list[int] | None = None  # the training size (in the hash: a resized dataset is another run)
     downsample: int = Field(8, description="spatial factor: 2, 4, 8 or 16")
     latent_channels: int = Field(4, ge=1)
-    width: int = Field(32, ge=8)  # channels of the first block; deeper blocks use 2x
-    epochs: int = Field(30, ge=1)
-    patience: int = Field(6, ge=1)
+    width: int = Field(16, ge=8)  # channels of the first block; deeper blocks use 2x
+    epochs: int = Field(15, ge=1)
+    patience: int = Field(4, ge=1)
     batch_size: int = Field(16, ge=2)
     lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-4, ge=0)
@@ -130,9 +132,10 @@ def train_mask_ae(cfg: MaskAEConfig, run_dir: str | os.PathLike, ds, splits, *, 
     if cfg.fold >= len(splits.folds):
         raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
     h, w = ds.image_size
+    check_training_size(cfg.image_size, ds)
     if h % cfg.downsample or w % cfg.downsample:
         raise UserError(f"a mask autoencoder of factor {cfg.downsample} needs sides divisible by {cfg.downsample}, "
-                        f"not {h}x{w}", "resize the images (--size) or pick a smaller --mask-downsample")
+                        f"not {h}x{w}", "resize the images (--resize) or pick a smaller --mask-downsample")
     device = resolve_device(cfg.device)
     fold = splits.folds[cfg.fold]
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from torch import nn
 from ..errors import UserError
 from ..runs import check_run_dir, environment, load_checkpoint, save_checkpoint
 from ..storage import atomic_write_json, atomic_write_text, stable_hash
+from .data import check_training_size
 from .fit import fit_epochs
 from .mask_ae import MaskAEConfig, MaskCodec, load_mask_codec, train_mask_ae
 from .metrics import calibration, overlap, uncertainty_auroc
@@ -55,6 +56,7 @@ class SegmenterConfig(BaseModel):
     fold: int = Field(0, ge=0)
     k: int = Field(5, ge=2)
     split_seed: int = 0
+    image_size: list[int] | None = None  # the training size (in the hash: a resized dataset is another run)
     space: Literal["latent", "pixel"] = "latent"
     condition: list[Literal["latent", "encoder", "image"]] = Field(default_factory=lambda: ["latent", "encoder"])
     autoencoder: str | None = "taef2"  # the image autoencoder of the "latent" condition
@@ -83,7 +85,7 @@ class SegmenterConfig(BaseModel):
 
     def mask_ae_config(self) -> MaskAEConfig:
         return MaskAEConfig(**{"dataset": self.dataset, "fold": self.fold, "k": self.k, "split_seed": self.split_seed,
-                               "seed": self.seed, "device": self.device, **self.mask_ae})
+                               "image_size": self.image_size, "seed": self.seed, "device": self.device, **self.mask_ae})
 
 
 class ConditionEncoder(nn.Module):
@@ -249,6 +251,18 @@ def _encode_views(image_ae, ds, device, batch_size: int = 32) -> torch.Tensor:
     return torch.stack(out)
 
 
+def _encode_mask_views(codec: MaskCodec, ds, batch_size: int = 64) -> torch.Tensor:
+    """(2, N, c, h, w) mask latents of the identity and horizontally flipped mask of every image."""
+    out = []
+    for flip in (False, True):
+        zs = []
+        for lo in range(0, len(ds), batch_size):
+            y = torch.from_numpy(ds.masks[lo:lo + batch_size] > 0).float()[:, None]
+            zs.append(codec.encode(y.flip(-1) if flip else y).float().cpu())
+        out.append(torch.cat(zs))
+    return torch.stack(out)
+
+
 def evaluate_predictions(pred: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, Any]:
     """Overlap (per image and global), calibration of the mean probability, and the AUROC of the confidence maps
     (std across samples; entropy of the mean) for per-pixel error."""
@@ -280,6 +294,7 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
         raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
     device = resolve_device(cfg.device)
     h, w = ds.image_size
+    check_training_size(cfg.image_size, ds)
     image_ae = None
     if "latent" in cfg.condition:
         if not cfg.autoencoder:
@@ -298,6 +313,11 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
         target_shape = [codec.latent_channels, h // factor, w // factor]
     else:
         factor, target_shape = 1, [1, h, w]
+    step = 2 ** (cfg.levels - 1)
+    if target_shape[1] % step or target_shape[2] % step:
+        raise UserError(f"the denoiser's {cfg.levels} levels need a target grid divisible by {step}, this one is "
+                        f"{target_shape[1]}x{target_shape[2]}", f"resize the images (--resize) so that the grid divides, "
+                        "or use a smaller --mask-downsample")
     views = _encode_views(image_ae, ds, device) if image_ae is not None else None
     zc = 0 if views is None else views.shape[2]
     model = SegDenoiser(cfg, target_shape[0], tuple(target_shape[1:]), ds.channels, zc, factor).to(device)
@@ -308,17 +328,20 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
 
+    mask_views = _encode_mask_views(codec, ds) if codec is not None else None  # encoded once, not per epoch
+
     def target(idx, flip):
+        if mask_views is not None:
+            return torch.where(flip[:, None, None, None], mask_views[1, idx], mask_views[0, idx])
         y = torch.from_numpy(ds.masks[idx] > 0).float()[:, None]
-        y = torch.where(flip[:, None, None, None], y.flip(-1), y)
-        return codec.encode(y) if codec is not None else (2 * y - 1).to(device)
+        return 2 * torch.where(flip[:, None, None, None], y.flip(-1), y) - 1
 
     def loss_fn(idx, g):
         flip = torch.rand(len(idx), generator=g) < 0.5
         x = _images(ds, idx)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
         zl = None if views is None else torch.where(flip[:, None, None, None], views[1, idx], views[0, idx]).to(device)
-        batch = objective.draw(target(idx, flip).cpu(), g)
+        batch = objective.draw(target(idx, flip), g)
         pred = model(batch.z_t.to(device), batch.model_time.to(device), model.condition(x, zl))
         batch.target, batch.weight = batch.target.to(device), batch.weight.to(device)
         return weighted_mse(pred, batch)
