@@ -3,6 +3,8 @@ named, calibration by hand, grouped folds, one-line errors for bad pairs."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -301,3 +303,32 @@ def test_seg_cli_trains_with_taef2_latents_then_evaluates_and_predicts_resized_f
     with pytest.raises(SystemExit):
         main(["seg", "predict", "--model", str(run), "--data", str(images_only), "--out", str(tmp_path / "pr")])
     assert "never overwritten" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_segmentation_study_runs_resumes_and_reports(tmp_path):
+    """A seg-only study through the study runner: U-Net and pixel diffusion on two folds, rows of kind seg, a
+    second run re-runs nothing, and the report's segmentation section holds the table, the paired test and overlays."""
+    from latentgap.reports import build_report
+    from latentgap.study import StudySpec
+    from latentgap.study.runner import run_study
+
+    ds = _discs(n=30)
+    np.savez(tmp_path / "discs.npz", train_images=ds.images, train_masks=ds.masks, train_ids=ds.ids)
+    spec = StudySpec(name="segstudy", seg={
+        "datasets": [str(tmp_path / "discs.npz")], "methods": ["unet", "pixel"], "k": 3, "folds": [0, 1],
+        "unet": {k: v for k, v in UNET.items() if k not in ("dataset", "k", "device")} | {"epochs": 2},
+        "segmenter": {"condition": ["image"], "width": 16, "batch_size": 4, "epochs": 2, "samples": 2, "steps": 1}},
+        executor={"kind": "local", "workers": 1}, device="cpu")
+    s = run_study(spec, tmp_path / "study")
+    assert s.ok and s.total == 4
+    rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "study" / "rows").glob("*.json"))]
+    assert {(r["method"], r["fold"]) for r in rows} == {("unet", 0), ("unet", 1), ("pixel", 0), ("pixel", 1)}
+    assert all(r["kind"] == "seg" and 0 <= r["dice_per_image"] <= 1 for r in rows)
+    assert run_study(spec, tmp_path / "study").done_before == 4
+    out = build_report(tmp_path / "study")
+    md = out["md"].read_text()
+    assert "## Segmentation" in md and "vs U-Net" in md and "pts, p =" in md
+    assert "seg_overlays_0" in md and "## Main results" not in md  # no classifier sections in a seg-only study
+    with pytest.raises(Exception, match="give at least one dataset"):
+        StudySpec(name="empty")

@@ -142,8 +142,10 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
                                         f"±{tables.margin_pts(margin)} points; p from the Nadeau–Bengio corrected "
                                         "resampled t-test across folds (Holm-adjusted over the tests table in "
                                         "parentheses).", bullets=found))
-    secs.append(Section("Main results", tables.mark_legend(margin) + " Mean ± std over folds and seeds; "
-                        "converged: cells whose training converged, of n.", tables.main_table(rows, margin)))
+    classification = len(res) > 0  # a segmentation-only study has no classifier rows
+    if classification:
+        secs.append(Section("Main results", tables.mark_legend(margin) + " Mean ± std over folds and seeds; "
+                            "converged: cells whose training converged, of n.", tables.main_table(rows, margin)))
     if len(base):
         secs.append(Section("Baseline check", "The study's image-space recipe against a plain, strong recipe of the "
                             "same architecture and budget on the same folds (class-weighted cross-entropy, linear "
@@ -161,13 +163,14 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
         secs.append(Section("Mean bACC per space", "Mean over folds (training seeds averaged within a fold first); "
                             "error bars: 95 % CI with the Nadeau–Bengio corrected standard error "
                             "√((1/J + n_test/n_train)·s²), as in the tests.", images=[("space_bars", png)]))
-    secs.append(Section("Paired tests per autoencoder × dataset",
-                        _TESTS_TEXT.format(margin=tables.margin_pts(margin)), tables.tests_table(rows, margin=margin)))
-    secs.append(Section("Across all autoencoder × dataset pairs",
-                        "Wilcoxon signed-rank tests of the per-pair mean bACC; effect size: matched-pairs "
-                        "rank-biserial correlation.", tables.across_table(rows)))
-    secs.append(Section("Reconstruction fidelity", "PSNR and SSIM per image, mean ± std over all images.",
-                        tables.fidelity_display(rows)))
+    if classification:
+        secs.append(Section("Paired tests per autoencoder × dataset",
+                            _TESTS_TEXT.format(margin=tables.margin_pts(margin)), tables.tests_table(rows, margin=margin)))
+        secs.append(Section("Across all autoencoder × dataset pairs",
+                            "Wilcoxon signed-rank tests of the per-pair mean bACC; effect size: matched-pairs "
+                            "rank-biserial correlation.", tables.across_table(rows)))
+        secs.append(Section("Reconstruction fidelity", "PSNR and SSIM per image, mean ± std over all images.",
+                            tables.fidelity_display(rows)))
     if (rows["kind"] == "autoencoder").any():
         secs.append(Section("Autoencoders trained by the study",
                             "Unsupervised (reconstruction + KL, no labels) on the images named in `data`; "
@@ -200,6 +203,23 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
                             "generator of new images, 1 for a copier). Membership inference on the generator's "
                             "denoising loss: AUC 0.5 = no leak. Gallery: the closest synthetic / training pairs of the "
                             "first fold.", sev, images=gal or None))
+    seg = tables.seg_table(rows)
+    if len(seg):
+        ov = []
+        for i, r in enumerate(rows[rows["kind"] == "seg"].sort_values(["dataset", "method", "fold"])
+                              .drop_duplicates(["dataset", "method"]).itertuples()):
+            p = study_dir / str(r.run_dir) / "overlays.png"
+            if p.is_file():
+                ov.append((f"seg_overlays_{i}", p.read_bytes()))
+        secs.append(Section("Segmentation", "Per dataset × method, mean ± std over folds (the same grouped folds for "
+                            "every method). Dice / IoU *per image*: MONAI per-image values (an empty prediction on an "
+                            "empty mask scores 1), mean over the test images; *global*: all test pixels pooled. HD95 "
+                            "over images where both masks are non-empty. ECE / Brier of the mean probability map; "
+                            "error AUROC: how well the std across samples predicts per-pixel errors (0.5 = no "
+                            "information). Mask-AE ceiling: round-trip Dice of the fold's mask autoencoder, the best a "
+                            "latent method can reach. vs U-Net: paired Nadeau–Bengio corrected t-test across folds. "
+                            "Overlays (first fold, per dataset × method): image, ground truth, probability, confidence.",
+                            seg, images=ov or None))
     abl = tables.ablation_table(rows)
     if len(abl):
         secs.append(Section("Latent classifier ablation", "Latent-space variants with the RS classifier as reference.",

@@ -324,3 +324,39 @@ def to_markdown(df: pd.DataFrame) -> str:
         # significance stars are literal: unescaped, markdown reads "0.71***" as emphasis
         lines.append("| " + " | ".join(str(v).replace("|", "\\|").replace("*", "\\*") for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+SEG_METRICS = [("dice_per_image", "Dice (per image)"), ("dice_global", "Dice (global)"), ("iou_per_image", "IoU (per image)"),
+               ("hd95_per_image", "HD95 px"), ("ece", "ECE"), ("brier", "Brier"),
+               ("uncertainty_auroc_std", "error AUROC (std map)"), ("mask_ae_ceiling_dice_per_image", "mask-AE ceiling")]
+
+
+def seg_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Segmentation per dataset x method (rows of kind "seg"): mean ± std over folds, cost, and the paired
+    corrected test of per-image Dice against the U-Net on the same folds."""
+    if "kind" not in rows:
+        return pd.DataFrame()
+    sg = rows[rows["kind"] == "seg"]
+    if not len(sg):
+        return pd.DataFrame()
+    out = []
+    for (ds, method), g in sg.groupby(["dataset", "method"], sort=True):
+        line = [ds, method, len(g)]
+        for key, _ in SEG_METRICS:
+            v = pd.to_numeric(g[key], errors="coerce").dropna() if key in g else pd.Series(dtype=float)
+            line.append(pm(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan")) if len(v) else "–")
+        cost = g["cost_steps_x_samples"].dropna() if "cost_steps_x_samples" in g else pd.Series(dtype=float)
+        line += [int(cost.iloc[0]) if len(cost) else 1, f"{g['seconds_per_image'].mean():.3f}"]
+        base = sg[(sg["dataset"] == ds) & (sg["method"] == "unet")]
+        if method != "unet" and len(base):
+            a, b = g.set_index("fold")["dice_per_image"], base.set_index("fold")["dice_per_image"]
+            common = sorted(set(a.index) & set(b.index))
+            n_te, n_tr = g["n_test"].mean(), g["n_train"].mean()
+            t = S.corrected_paired_t(a[common].values, b[common].values, n_te / n_tr)
+            line.append(f"{100 * t['mean_diff']:+.1f} pts, p = {fmt_p(t['p'])}" if len(common) > 1 else
+                        f"{100 * t['mean_diff']:+.1f} pts (1 fold, no test)")
+        else:
+            line.append("–")
+        out.append(line)
+    return pd.DataFrame(out, columns=["dataset", "method", "folds"] + [name for _, name in SEG_METRICS]
+                        + ["steps × samples", "s / image", "vs U-Net (Dice per image)"])

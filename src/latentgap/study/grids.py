@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ..registry import Registry
 from ..runs import run_name
 from ..storage import stable_hash
-from . import cells, synth_cells  # noqa: F401  (register the classification and synthesis task kinds)
+from . import cells, seg_cells, synth_cells  # noqa: F401  (register the task kinds)
 from .spec import IMAGE_AE, AutoencoderEntry, StudySpec, resize_for
 from .tasks import Task
 
@@ -173,7 +173,7 @@ def classification_grid(spec: StudySpec) -> list[Task]:
                 task = _cell_task(spec, key, needs)
                 by_identity[(ds, name, space, variant, fold, seed)] = task
                 cells_.append(task)
-    return list(ae_tasks.values()) + prepares + cells_ + synth_tasks(spec, pair_of, by_identity)
+    return list(ae_tasks.values()) + prepares + cells_ + synth_tasks(spec, pair_of, by_identity) + seg_tasks(spec)
 
 
 def _synth_eval_tasks(spec: StudySpec, ds: str, ae: AutoencoderEntry, fold: int, pair: Task, gen: str, syn: str,
@@ -246,4 +246,25 @@ def synth_tasks(spec: StudySpec, pair_of: dict, by_identity: dict) -> list[Task]
                                 f"sample synthetic {ds} x {ae.key} fold {fold}"))
                 if syn.evaluate is not None:
                     out += _synth_eval_tasks(spec, ds, ae, fold, pair, g, s, by_identity)
+    return out
+
+
+def seg_tasks(spec: StudySpec) -> list[Task]:
+    """Per segmentation dataset x fold x method: the U-Net baseline (``seg-unet``) and the diffusion segmenters
+    (``seg-diffusion``, latent or pixel target) on the same grouped folds; no inputs from other tasks."""
+    if spec.seg is None:
+        return []
+    seg, out = spec.seg, []
+    for ds in seg.datasets:
+        for fold in seg.fold_ids:
+            for method in seg.methods:
+                kind = "seg-unet" if method == "unet" else "seg-diffusion"
+                key = {"kind": kind, "dataset": ds, "fold": fold, "k": seg.k, "split_seed": seg.split_seed,
+                       "resize": seg.resize, "settings": seg.unet if method == "unet" else seg.segmenter}
+                if method != "unet":
+                    key["space"] = method
+                h = "m" + stable_hash(key)
+                out.append(Task(kind, h, {**key, "device": spec.device}, {},
+                                f"seg/{run_name(ds, method, f'f{fold}', hash=h)}",
+                                {"dataset": ds, "method": method, "fold": fold}, f"segment {ds} {method} fold {fold}"))
     return out

@@ -255,10 +255,39 @@ class SynthSettings(_Strict):
     on: dict[Literal["datasets", "autoencoders"], list[str]] = Field(default_factory=dict)
 
 
+class SegSettings(_Strict):
+    """Segmentation with latent diffusion (docs/segmentation.md): per dataset x fold, the U-Net baseline and the
+    diffusion segmenters on the same folds (``latentgap.seg``); rows of kind ``seg``."""
+
+    datasets: list[str] = Field(min_length=1)  # segmentation sets: kvasir_seg_128, busi_seg_128, a .npz, folder, CSV
+    methods: list[Literal["unet", "latent", "pixel"]] = Field(default_factory=lambda: ["unet", "latent"], min_length=1)
+    k: int = Field(3, ge=2)  # folds grouped by ids, stratified by empty mask (independent of the classification k)
+    folds: list[int] | None = None
+    split_seed: int = 0
+    resize: int | None = Field(None, ge=8)  # resize images (bilinear) and masks (nearest) to N x N first
+    unet: dict[str, Any] = Field(default_factory=dict)  # latentgap.seg.baseline.UNetConfig fields
+    segmenter: dict[str, Any] = Field(default_factory=dict)  # latentgap.seg.segmenter.SegmenterConfig fields
+
+    @model_validator(mode="after")
+    def _checked(self) -> "SegSettings":
+        for where, settings in (("unet", self.unet), ("segmenter", self.segmenter)):
+            for key in ("dataset", "fold", "k", "split_seed", "image_size", "space", "device"):
+                if key in settings:
+                    raise _FieldError(("seg", where, key), "is set by the grid (seg.datasets, seg.k, seg.methods, "
+                                      "seg.resize, device), not by method settings")
+        if self.folds is not None and any(not 0 <= f < self.k for f in self.folds):
+            raise _FieldError(("seg", "folds"), f"folds must lie in 0..{self.k - 1}")
+        return self
+
+    @property
+    def fold_ids(self) -> list[int]:
+        return list(range(self.k)) if self.folds is None else sorted(set(self.folds))
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    datasets: list[DatasetName] = Field(min_length=1)
+    datasets: list[DatasetName] = Field(default_factory=list)  # classification sets (a seg-only study has none)
     autoencoders: list[AutoencoderEntry] = Field(default_factory=list)
     spaces: list[Space] = Field(default_factory=lambda: list(SPACES), min_length=1)
     # non-plain variants are latent-space classifiers (the paper's Table 4 ablation)
@@ -289,6 +318,8 @@ class StudySpec(_Strict):
     matched_control: bool = False
     # latent diffusion synthesis per dataset x autoencoder x fold (docs/synthesis.md); None: no synthesis
     synth: SynthSettings | None = None
+    # segmentation per dataset x fold: U-Net baseline and diffusion segmenters (docs/segmentation.md); None: none
+    seg: SegSettings | None = None
 
     @field_validator("autoencoders", mode="before")
     @classmethod
@@ -297,11 +328,13 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
+        if not self.datasets and self.seg is None:
+            raise _FieldError(("datasets",), "give at least one dataset (or a seg: section for a segmentation study)")
         if self.folds is not None:
             bad = [f for f in self.folds if not 0 <= f < self.k]
             if bad:
                 raise _FieldError(("folds",), f"fold {bad[0]} is outside 0..{self.k - 1} (k={self.k})")
-        needs_ae = any(s != "image" for s in self.spaces) or any(v != "plain" for v in self.variants)
+        needs_ae = bool(self.datasets) and (any(s != "image" for s in self.spaces) or any(v != "plain" for v in self.variants))
         if needs_ae and not self.autoencoders:
             raise _FieldError(("autoencoders",), "recon/latent spaces or non-plain variants need at least one autoencoder")
         for dup_field in ("datasets", "autoencoders", "seeds"):
@@ -407,6 +440,10 @@ def check_train_fields(spec: StudySpec, source: str = "study spec") -> None:
     """Unknown or ill-typed ``train`` settings are caught before the study starts, not in every cell."""
     from ..train import TrainConfig
 
+    if spec.seg is not None:
+        _check_seg_fields(spec.seg, source)
+    if not spec.datasets:
+        return
     known = set(TrainConfig.model_fields)
     for where, settings in [("train", {})] + [(f"space_train.{s}", t) for s, t in spec.space_train.items()]:
         merged = {**spec.train, **settings}
@@ -422,6 +459,20 @@ def check_train_fields(spec: StudySpec, source: str = "study spec") -> None:
             prefix = where if e["loc"] and e["loc"][0] in settings else "train"
             raise UserError(f"{source}: {prefix}.{_loc(e['loc'])}: {e['msg']} (got {e.get('input')!r})",
                             "correct that training setting (see latentgap.train.TrainConfig)") from None
+
+
+def _check_seg_fields(seg: SegSettings, source: str) -> None:
+    from ..seg.baseline import UNetConfig
+    from ..seg.segmenter import SegmenterConfig
+
+    for where, cls, settings in (("seg.unet", UNetConfig, seg.unet), ("seg.segmenter", SegmenterConfig, seg.segmenter)):
+        try:
+            cls(dataset="x", **settings)
+        except ValidationError as err:
+            e = err.errors()[0]
+            raise UserError(f"{source}: {where}.{_loc(e['loc'])}: {e['msg']}",
+                            f"use the fields of latentgap.seg.{'baseline.UNetConfig' if cls is UNetConfig else 'segmenter.SegmenterConfig'}"
+                            ) from None
 
 
 def load_spec(path: str | Path) -> StudySpec:
