@@ -28,10 +28,14 @@ from classifier_env import machine, versions  # noqa: E402
 HERE = Path(__file__).parent
 DATASETS = ("kvasir_seg_128", "busi_seg_128")
 K = 3
-UNET = dict(epochs=30, patience=6, batch_size=16, lr=1e-3)
-LATENT = dict(space="latent", condition=["latent", "encoder"], autoencoder="taef2", objective="vpred", width=64,
-              levels=3, epochs=30, patience=6, batch_size=16, lr=5e-4, samples=5, steps=10, sampler="ddim",
-              mask_ae={"downsample": 8, "latent_channels": 4, "width": 16, "epochs": 10, "patience": 4})
+
+def _preset():
+    from latentgap.study import load_preset
+
+    return load_preset("seg-shared").seg  # the settings of `latentgap study --preset seg-shared`
+
+
+UNET, LATENT = _preset().unet, {"space": "latent", **_preset().segmenter}
 PAPER = {"kvasir_seg_128": "MedSegLatDiff reports Dice 84.5 on CVC-ClinicDB (polyps; Kvasir-SEG not reported)",
          "busi_seg_128": "MedSegLatDiff does not report BUSI (ISIC-2018 88.0, CVC-ClinicDB 84.5, LIDC-IDRI 83.4)"}
 

@@ -137,10 +137,15 @@ def dry_run_text(spec: StudySpec, study_dir: Path, tasks: list[Task]) -> str:
     counts = [f"{sum(t.kind == k for t in tasks)} {_PLURAL.get(k, k + ' tasks')}" for k in kinds]
     if "train-autoencoder" not in kinds and "classifier" in kinds:
         counts.insert(0, "0 autoencoder trainings")
-    lines = [f"study {spec.name} in {study_dir}: {', '.join(counts)} "
-             f"({len(spec.datasets)} datasets x {len(spec.autoencoders)} autoencoders x spaces {','.join(spec.spaces)} "
-             f"x variants {','.join(spec.variants)}{_variants_scope(spec)} x {len(spec.fold_ids)} folds "
-             f"x {len(spec.seeds)} seeds)"]
+    scope = []
+    if spec.datasets:
+        scope.append(f"{len(spec.datasets)} datasets x {len(spec.autoencoders)} autoencoders x spaces "
+                     f"{','.join(spec.spaces)} x variants {','.join(spec.variants)}{_variants_scope(spec)} x "
+                     f"{len(spec.fold_ids)} folds x {len(spec.seeds)} seeds")
+    if spec.seg is not None:
+        scope.append(f"segmentation: {len(spec.seg.datasets)} datasets x methods {','.join(spec.seg.methods)} x "
+                     f"{len(spec.seg.fold_ids)} folds")
+    lines = [f"study {spec.name} in {study_dir}: {', '.join(counts)} ({'; '.join(scope)})"]
     lines.append(f"{'hash':14} {'status':8} task")
     for t in tasks:
         lines.append(f"{t.hash:14} {status[t.hash]:8} {t.label}")
