@@ -120,6 +120,28 @@ def test_unet_baseline_learns_discs(tmp_path):
     assert train_unet(UNetConfig(**UNET, epochs=12, patience=12), tmp_path / "u", ds, sp)["config_hash"] == row["config_hash"]
 
 
+def _kill_after_second_epoch(script_args: list[str], run_dir):
+    """Run ``python -c script args...`` (a training into ``run_dir``), SIGKILL it once its checkpoint holds epoch 1,
+    check it left no result; returns the checkpoint path."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from latentgap.runs import read_checkpoint_meta
+
+    proc = subprocess.Popen([sys.executable, "-c", *script_args], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt = run_dir / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and read_checkpoint_meta(ckpt).get("epoch", -1) >= 1):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "result.json").exists()
+    return ckpt
+
+
 SCRIPT = """
 import sys, numpy as np
 sys.path.insert(0, sys.argv[3])
@@ -134,12 +156,8 @@ train_unet(UNetConfig(**UNET, epochs=int(sys.argv[2]), patience=50), sys.argv[1]
 @pytest.mark.usefixtures("one_thread")
 def test_killed_unet_training_resumes_to_identical_weights(tmp_path):
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    from latentgap.runs import load_checkpoint, read_checkpoint_meta
+    from latentgap.runs import load_checkpoint
     from latentgap.seg.baseline import UNetConfig, train_unet
 
     tests = os.path.dirname(__file__)
@@ -147,15 +165,7 @@ def test_killed_unet_training_resumes_to_identical_weights(tmp_path):
     sp = seg_splits(ds, k=3, seed=0)
     cfg = UNetConfig(**UNET, epochs=8, patience=50)
     train_unet(cfg, tmp_path / "ref", ds, sp, progress=False)
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "run"), "8", tests],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    ckpt = tmp_path / "run" / "checkpoint.safetensors"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt.exists() and read_checkpoint_meta(ckpt).get("epoch", -1) >= 1):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "run" / "result.json").exists()
+    ckpt = _kill_after_second_epoch([SCRIPT, str(tmp_path / "run"), "8", tests], tmp_path / "run")
     train_unet(cfg, tmp_path / "run", ds, sp, progress=False)
     a, _ = load_checkpoint(tmp_path / "ref" / "checkpoint.safetensors")
     b, _ = load_checkpoint(ckpt)
@@ -213,27 +223,15 @@ train_segmenter(SegmenterConfig(**SEG, space="pixel", condition=["image"], epoch
 @pytest.mark.usefixtures("one_thread")
 def test_killed_segmenter_training_resumes_to_identical_weights(tmp_path):
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    from latentgap.runs import load_checkpoint, read_checkpoint_meta
+    from latentgap.runs import load_checkpoint
     from latentgap.seg.segmenter import SegmenterConfig, train_segmenter
 
     ds = _discs()
     sp = seg_splits(ds, k=3, seed=0)
     cfg = SegmenterConfig(**SEG, space="pixel", condition=["image"], epochs=8, patience=50)
     train_segmenter(cfg, tmp_path / "ref", ds, sp, progress=False)
-    proc = subprocess.Popen([sys.executable, "-c", SEG_SCRIPT, str(tmp_path / "run"), os.path.dirname(__file__)],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    ckpt = tmp_path / "run" / "checkpoint.safetensors"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt.exists() and read_checkpoint_meta(ckpt).get("epoch", -1) >= 1):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "run" / "result.json").exists()
+    _kill_after_second_epoch([SEG_SCRIPT, str(tmp_path / "run"), os.path.dirname(__file__)], tmp_path / "run")
     row = train_segmenter(cfg, tmp_path / "run", ds, sp, progress=False)
     a, _ = load_checkpoint(tmp_path / "ref" / "segmenter.safetensors")
     b, _ = load_checkpoint(tmp_path / "run" / "segmenter.safetensors")

@@ -121,6 +121,18 @@ class Section:
     bullets: list[str] | None = None  # markdown, one line each
 
 
+def first_fold_images(rows: pd.DataFrame, kind: str, group: list[str], path_of, prefix: str) -> list[tuple[str, bytes]]:
+    """``(name, png bytes)`` of the PNG ``path_of(row)`` names for the first fold of every ``group`` of rows of
+    ``kind`` (missing files are skipped)."""
+    out = []
+    sel = rows[rows["kind"] == kind].sort_values(group + ["fold"]).drop_duplicates(group)
+    for i, r in enumerate(sel.itertuples()):
+        p = path_of(r)
+        if p.is_file():
+            out.append((f"{prefix}_{i}", p.read_bytes()))
+    return out
+
+
 def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN) -> list[Section]:
     """The report's sections, in order: findings (one sentence per autoencoder x dataset), study, tables,
     figures. ``margin``: TOST equivalence margin in bACC (0.02 = 2 points)."""
@@ -189,12 +201,8 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
                             "paired test across folds; per-class recall in the table below it.", util))
     sev = tables.synth_eval_table(rows)
     if len(sev):
-        gal = []
-        for i, r in enumerate(rows[rows["kind"] == "synth-eval"].sort_values(["dataset", "autoencoder", "fold"])
-                              .drop_duplicates(["dataset", "autoencoder"]).itertuples()):
-            p = study_dir / str(r.gallery)
-            if p.is_file():
-                gal.append((f"synth_gallery_{i}", p.read_bytes()))
+        gal = first_fold_images(rows, "synth-eval", ["dataset", "autoencoder"], lambda r: study_dir / str(r.gallery),
+                                "synth_gallery")
         secs.append(Section("Synthetic data: fidelity and privacy", "Mean over folds. Fidelity against the fold's real "
                             "training part in two feature spaces (random: a seeded random ConvNet; classifier: the "
                             "fold's image cell's penultimate layer): FD (read KID first when fd_reliable is false), KID, "
@@ -205,12 +213,8 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
                             "first fold.", sev, images=gal or None))
     seg = tables.seg_table(rows)
     if len(seg):
-        ov = []
-        for i, r in enumerate(rows[rows["kind"] == "seg"].sort_values(["dataset", "method", "fold"])
-                              .drop_duplicates(["dataset", "method"]).itertuples()):
-            p = study_dir / str(r.run_dir) / "overlays.png"
-            if p.is_file():
-                ov.append((f"seg_overlays_{i}", p.read_bytes()))
+        ov = first_fold_images(rows, "seg", ["dataset", "method"], lambda r: study_dir / str(r.run_dir) / "overlays.png",
+                               "seg_overlays")
         secs.append(Section("Segmentation", "Per dataset × method, mean ± std over folds (the same grouped folds for "
                             "every method). Dice / IoU *per image*: MONAI per-image values (an empty prediction on an "
                             "empty mask scores 1), mean over the test images; *global*: all test pixels pooled. HD95 "

@@ -19,26 +19,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import UserError
 from ..runs import check_run_dir, environment
-from ..storage import atomic_write_json, atomic_write_text, stable_hash
+from ..storage import atomic_write_json, atomic_write_text
 from .data import check_training_size
-from .fit import fit_epochs
+from .fit import FoldRunConfig, fit_epochs
 from .metrics import calibration, overlap
 
 
-class UNetConfig(BaseModel):
+class UNetConfig(FoldRunConfig):
     """One U-Net baseline training on one fold."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    dataset: str
-    fold: int = Field(0, ge=0)
-    k: int = Field(5, ge=2)
-    split_seed: int = 0
-    image_size: list[int] | None = None  # the training size (in the hash: a resized dataset is another run)
     encoder: str = "resnet18"
     encoder_depth: int = Field(4, ge=3, le=5)
     decoder_channels: list[int] = Field(default_factory=lambda: [128, 64, 32, 16])
@@ -49,11 +42,6 @@ class UNetConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     foreground_weight: float = Field(5.0, gt=0)  # cross-entropy weight of lesion pixels (the paper's 5)
     dice_weight: float = Field(1.0, ge=0)
-    seed: int = 0
-    device: str = "auto"
-
-    def config_hash(self) -> str:
-        return stable_hash({k: v for k, v in self.model_dump().items() if k != "device"})
 
 
 def build_unet(cfg: UNetConfig, in_chans: int) -> torch.nn.Module:

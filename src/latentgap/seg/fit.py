@@ -16,10 +16,30 @@ from typing import Callable
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..progress import progress_bar
 from ..runs import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
-from ..storage import atomic_write_text
+from ..storage import atomic_write_text, stable_hash
+
+
+class FoldRunConfig(BaseModel):
+    """What every segmentation run on one fold shares: the data, the fold, the training size, seed and device.
+    ``config_hash`` leaves out the device and the fields in ``_not_hashed`` (settings of prediction only)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    _not_hashed: tuple[str, ...] = ("device",)
+
+    dataset: str
+    fold: int = Field(0, ge=0)
+    k: int = Field(5, ge=2)
+    split_seed: int = 0
+    image_size: list[int] | None = None  # the training size (in the hash: a resized dataset is another run)
+    seed: int = 0
+    device: str = "auto"
+
+    def config_hash(self) -> str:
+        return stable_hash({k: v for k, v in self.model_dump().items() if k not in self._not_hashed})
 
 
 @dataclass

@@ -22,26 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import UserError
 from ..runs import check_run_dir, environment, load_checkpoint, save_checkpoint
-from ..storage import atomic_write_json, atomic_write_text, stable_hash
+from ..storage import atomic_write_json, atomic_write_text
 from .data import check_training_size
-from .fit import fit_epochs
+from .fit import FoldRunConfig, fit_epochs
 from .metrics import overlap
 
 
-class MaskAEConfig(BaseModel):
+class MaskAEConfig(FoldRunConfig):
     """One mask autoencoder on one fold."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    dataset: str
-    fold: int = Field(0, ge=0)
-    k: int = Field(5, ge=2)
-    split_seed: int = 0
-    image_size: list[int] | None = None  # the training size (in the hash: a resized dataset is another run)
     downsample: int = Field(8, description="spatial factor: 2, 4, 8 or 16")
     latent_channels: int = Field(4, ge=1)
     width: int = Field(16, ge=8)  # channels of the first block; deeper blocks use 2x
@@ -52,11 +45,6 @@ class MaskAEConfig(BaseModel):
     kl_weight: float = Field(1e-4, ge=0)
     foreground_weight: float = Field(5.0, gt=0)
     dice_weight: float = Field(1.0, ge=0)
-    seed: int = 0
-    device: str = "auto"
-
-    def config_hash(self) -> str:
-        return stable_hash({k: v for k, v in self.model_dump().items() if k != "device"})
 
 
 def build_mask_ae(cfg: MaskAEConfig):

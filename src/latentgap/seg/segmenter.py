@@ -33,30 +33,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from ..errors import UserError
 from ..runs import check_run_dir, environment, load_checkpoint, save_checkpoint
-from ..storage import atomic_write_json, atomic_write_text, stable_hash
+from ..storage import atomic_write_json, atomic_write_text
 from .data import check_training_size
-from .fit import fit_epochs
+from .fit import FoldRunConfig, fit_epochs
 from .mask_ae import MaskAEConfig, MaskCodec, load_mask_codec, train_mask_ae
 from .metrics import calibration, overlap, uncertainty_auroc
 
 CONDITIONS = ("latent", "encoder", "image")
 
 
-class SegmenterConfig(BaseModel):
+class SegmenterConfig(FoldRunConfig):
     """One diffusion segmenter on one fold."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    dataset: str
-    fold: int = Field(0, ge=0)
-    k: int = Field(5, ge=2)
-    split_seed: int = 0
-    image_size: list[int] | None = None  # the training size (in the hash: a resized dataset is another run)
     space: Literal["latent", "pixel"] = "latent"
     condition: list[Literal["latent", "encoder", "image"]] = Field(default_factory=lambda: ["latent", "encoder"])
     autoencoder: str | None = "taef2"  # the image autoencoder of the "latent" condition
@@ -76,12 +69,7 @@ class SegmenterConfig(BaseModel):
     samples: int = Field(5, ge=1)
     steps: int = Field(10, ge=1)
     sampler: str = "auto"
-    seed: int = 0
-    device: str = "auto"
-
-    def config_hash(self) -> str:
-        return stable_hash({k: v for k, v in self.model_dump().items()
-                            if k not in ("device", "samples", "steps", "sampler")})
+    _not_hashed = ("device", "samples", "steps", "sampler")  # prediction settings: the same trained model
 
     def mask_ae_config(self) -> MaskAEConfig:
         return MaskAEConfig(**{"dataset": self.dataset, "fold": self.fold, "k": self.k, "split_seed": self.split_seed,
@@ -316,7 +304,7 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
     step = 2 ** (cfg.levels - 1)
     if target_shape[1] % step or target_shape[2] % step:
         raise UserError(f"the denoiser's {cfg.levels} levels need a target grid divisible by {step}, this one is "
-                        f"{target_shape[1]}x{target_shape[2]}", f"resize the images (--resize) so that the grid divides, "
+                        f"{target_shape[1]}x{target_shape[2]}", "resize the images (--resize) so that the grid divides, "
                         "or use a smaller --mask-downsample")
     views = _encode_views(image_ae, ds, device) if image_ae is not None else None
     zc = 0 if views is None else views.shape[2]
