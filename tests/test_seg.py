@@ -330,3 +330,17 @@ def test_segmentation_study_runs_resumes_and_reports(tmp_path):
     assert "seg_overlays_0" in md and "## Main results" not in md  # no classifier sections in a seg-only study
     with pytest.raises(Exception, match="give at least one dataset"):
         StudySpec(name="empty")
+
+
+def test_uncertainty_auroc_histogram_bootstrap_matches_sklearn_without_ties():
+    """With fewer distinct values than bins, the histogram AUROC of one resample equals scikit-learn's."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    truth = (rng.random((12, 8, 8)) > 0.6).astype(np.uint8)
+    pred = np.where(rng.random(truth.shape) < 0.25, 1 - truth, truth)
+    u = rng.integers(0, 50, truth.shape) / 50.0 + 0.3 * (pred != truth)
+    a = uncertainty_auroc(u, pred, truth, n_boot=1, seed=7)
+    i = np.random.default_rng(7).integers(0, 12, 12)
+    want = roc_auc_score((pred != truth)[i].ravel(), u[i].ravel())
+    assert a["ci_low"] == pytest.approx(want) and a["auroc"] == pytest.approx(roc_auc_score((pred != truth).ravel(), u.ravel()))
