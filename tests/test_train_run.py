@@ -227,3 +227,14 @@ def test_hpo_trials_optimise_the_final_objective(monkeypatch):
     assert isinstance(seen["loss"], DistillationLoss) and seen["switch"] == 2
     tr_pos = hpo.inner_split(Part(), Fold(), cfg.hpo_inner_fraction, cfg.seed)[0]  # the trial's inner training part
     assert torch.equal(seen["extra"], teacher[torch.as_tensor(tr_pos)]) and res["best_value"] == 0.5
+
+
+@pytest.mark.slow
+def test_monitor_auc_selects_the_epoch_of_best_validation_auc(root, tmp_path):
+    """With monitor=auc the best epoch is the argmax of the validation AUC curve (early stopping on it too); the
+    default (bacc) keeps the hash every earlier run has."""
+    assert _cfg(root, monitor="auc").config_hash() != _cfg(root).config_hash()
+    row = run_training(_cfg(root, monitor="auc", epochs=4, patience=10), tmp_path / "auc")
+    aucs = [json.loads(ln)["val_auc"] for ln in (tmp_path / "auc" / "metrics.jsonl").read_text().splitlines()]
+    assert row["monitor"] == "auc" and row["curve"]["val_auc"] == aucs
+    assert row["best_epoch"] == int(np.argmax(aucs))

@@ -41,7 +41,9 @@ def train_cmd(
     epochs: int = typer.Option(60, "--epochs", help="Largest number of epochs."),
     until: str = typer.Option("epochs", "--until", help="epochs (cosine schedule over --epochs) or converged (to the "
                               "early-stopping point under the --epochs ceiling; lr halved on validation plateaus)."),
-    patience: int = typer.Option(15, "--patience", help="Early-stopping patience on validation balanced accuracy."),
+    monitor: str = typer.Option("bacc", "--monitor", help="Validation metric that picks the best epoch and drives "
+                                "early stopping: bacc (the paper's) or auc (MedMNIST's model selection)."),
+    patience: int = typer.Option(15, "--patience", help="Early-stopping patience on the --monitor metric (validation)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (cosine schedule)."),
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
@@ -83,7 +85,7 @@ def train_cmd(
         cfg = TrainConfig(
             dataset=data, autoencoder=ae, space=space, fold=fold, model=model, pretrained=pretrained,
             noise_cond=noise_cond, distill=distill, distill_teacher=str(teacher) if teacher else None,
-            distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs, until=until,
+            distill_alpha=alpha, distill_temperature=temperature, hpo=hpo, hpo_trials=trials, epochs=epochs, until=until, monitor=monitor,
             patience=patience, precise_bn_batches=precise_bn, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, loss=loss,
             drw_switch_epoch=drw_epoch, augment=augment, train_data=train_data,

@@ -34,7 +34,7 @@ DEFAULT_MODEL = {"image": "resnet50", "recon": "resnet50", "latent": "convnext_t
 _NOT_HASHED = ("device", "root", "cache_dir", "splits_path", "cache_batch_size", "num_workers")
 # settings added after runs existed: in the hash only when not at their default, so earlier runs keep theirs
 _HASHED_IF_CHANGED = {"until": "epochs", "schedule": "cosine", "views": ["identity"], "stem_patch": None,
-                      "train_data": "real", "synthetic": None}
+                      "train_data": "real", "synthetic": None, "monitor": "bacc"}
 
 
 def _relative_to_root(value: str | None, root: str | None) -> str | None:
@@ -77,6 +77,9 @@ class TrainConfig(BaseModel):
     # early-stopping point under the `epochs` ceiling, the learning rate halved whenever validation bACC
     # stalls for patience // 3 epochs, so the schedule does not depend on the ceiling
     until: Literal["epochs", "converged"] = "epochs"
+    # the validation metric that selects the best epoch, drives early stopping and the plateau schedule: balanced
+    # accuracy (the paper's) or ROC AUC (MedMNIST's model selection)
+    monitor: Literal["bacc", "auc"] = "bacc"
     # "cosine": per-epoch cosine decay; "onecycle": per-step one-cycle (warm-up to lr, then anneal; PyTorch's
     # OneCycleLR) -- the baseline recipe's schedule
     schedule: Literal["cosine", "onecycle"] = "cosine"

@@ -115,7 +115,7 @@ def search(cfg: TrainConfig, train_ds, fold, in_shape, num_classes: int, multila
                       patience=min(cfg.patience, tcfg.epochs), augment=Augment.preset(tcfg.augment), noise=noise,
                       multilabel=multilabel, stopper=EarlyStopping(min(cfg.patience, tcfg.epochs),
                                                                    min_epochs=min_epochs(tcfg, multilabel)),
-                      precise_bn_batches=tcfg.precise_bn_batches, channels_last=channels_last)
+                      precise_bn_batches=tcfg.precise_bn_batches, channels_last=channels_last, monitor=tcfg.monitor)
         return float(stopper.best)
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))

@@ -329,8 +329,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
         patience: int = 15, augment: Augment | None = None, noise: NoiseSampling | None = None,
         multilabel: bool = False, start_epoch: int = 0, stopper: EarlyStopping | None = None,
         on_epoch: Callable | None = None, channels_last: bool = False, scaler=None,
-        precise_bn_batches: int = 8) -> EarlyStopping:
-    """Epochs of :func:`train_one_epoch` + validation bACC with early stopping; no I/O of its own.
+        precise_bn_batches: int = 8, monitor: str = "bacc") -> EarlyStopping:
+    """Epochs of :func:`train_one_epoch` + validation with early stopping on ``val[monitor]`` (bACC or AUC); no I/O
+    of its own.
 
     Before each validation, BatchNorm statistics are recomputed over ``precise_bn_batches`` training
     batches (:func:`recalibrate_batchnorm`; 0 keeps the running averages). The batches are drawn in an order
@@ -359,8 +360,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn: 
                                   device, max_batches=precise_bn_batches, channels_last=channels_last)
         val = evaluate(model, val_batches, device, multilabel=multilabel, channels_last=channels_last)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val["bacc"])  # decays when validation bACC flattens (train.until: converged)
-        stop = stopper.step(val["bacc"], epoch, model)
+            scheduler.step(val[monitor])  # decays when the monitored metric flattens (train.until: converged)
+        stop = stopper.step(val[monitor], epoch, model)
         metrics = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_bacc": val["bacc"],
                    "val_auc": val["auc"], "val_mcc": val["mcc"], "lr": optimizer.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t0}

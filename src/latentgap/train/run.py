@@ -217,14 +217,15 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
                       Batches(val, 4 * cfg.batch_size), device, g, epochs=cfg.epochs, patience=cfg.patience,
                       augment=Augment.preset(cfg.augment), noise=noise, multilabel=multilabel, start_epoch=start,
                       stopper=stopper, on_epoch=on_epoch, channels_last=channels_last, scaler=scaler,
-                      precise_bn_batches=cfg.precise_bn_batches)
+                      precise_bn_batches=cfg.precise_bn_batches, monitor=cfg.monitor)
 
     model.load_state_dict(stopper.best_state)
     res = evaluate(model, Batches(test, 4 * cfg.batch_size), device, multilabel=multilabel,
                    noise=noise.schedule if noise else None, seed=cfg.seed, channels_last=channels_last)
     _save_npy(run_dir / "test_probs.npy", res.pop("probs").astype(np.float32))
     history = [json.loads(ln) for ln in lines]
-    curve = {key: [m[key] for m in history] for key in ("epoch", "train_loss", "train_acc", "val_bacc")}
+    curve = {key: [m[key] for m in history] for key in ("epoch", "train_loss", "train_acc", "val_bacc")
+             + (("val_auc",) if cfg.monitor == "auc" else ())}
     n_epochs = len(lines)
     env = environment(device)
     row = {
@@ -234,7 +235,8 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
         **res, "multilabel": multilabel, "class_names": list(ds.class_names),
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "epochs": n_epochs, "max_epochs": cfg.epochs, "until": cfg.until, "best_epoch": stopper.best_epoch,
-        **convergence(curve["val_bacc"], stopper.best_epoch, cfg.epochs, cfg.patience), "curve": curve,
+        **convergence(curve[f"val_{cfg.monitor}"], stopper.best_epoch, cfg.epochs, cfg.patience), "curve": curve,
+        "monitor": cfg.monitor,
         "pretrained": bool(info.get("pretrained", False)), "pretrained_reason": info.get("pretrained_reason"),
         "stem_stride": info.get("stem_stride"), "stem_patch": cfg.stem_patch, "image_size": list(ds.image_size), "input_shape": [c, h, w],
         # multi-label runs train with weighted BCE whatever cfg.loss says
