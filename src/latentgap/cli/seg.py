@@ -142,9 +142,12 @@ def seg_predict_cmd(
         raise UserError(f"{out} already holds predictions", "choose a new --out folder (results are never overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     pred = m.predict(ds.images, samples=samples, steps=steps, sampler=sampler, seed=seed)
-    atomic_write(out / "predictions.npz", lambda p: np.savez_compressed(
-        open(p, "wb"), prob=pred["prob"].astype(np.float32), mask=pred["mask"], std=pred["std"].astype(np.float32),
-        entropy=pred["entropy"].astype(np.float32)))
+    def write(path):
+        with open(path, "wb") as f:
+            np.savez_compressed(f, prob=pred["prob"].astype(np.float32), mask=pred["mask"],
+                                std=pred["std"].astype(np.float32), entropy=pred["entropy"].astype(np.float32))
+
+    atomic_write(out / "predictions.npz", write)
     save_overlays(out / "overlays.png", ds.images, pred)
     cost = m.cost
     cost.update({k: v for k, v in (("samples", samples), ("steps", steps)) if v})
