@@ -178,6 +178,7 @@ MASK_AE = {"downsample": 4, "width": 8, "epochs": 20, "patience": 20, "latent_ch
 SEG = dict(dataset="discs", k=3, width=16, batch_size=4, lr=2e-3, samples=4, steps=2, device="cpu", mask_ae=MASK_AE)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_latent_diffusion_segmenter_learns_discs_with_informative_confidence(tmp_path):
     """Mask autoencoder ceiling, segmenter Dice below it, calibrated mean map, confidence that predicts errors."""
@@ -220,6 +221,7 @@ train_segmenter(SegmenterConfig(**SEG, space="pixel", condition=["image"], epoch
 """
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_killed_segmenter_training_resumes_to_identical_weights(tmp_path):
     import os
@@ -267,6 +269,7 @@ def _write_pairs(folder, ds, size):
         Image.fromarray(m * 255).resize((size, size), Image.NEAREST).save(folder / "masks" / f"{i:03d}.png")
 
 
+@pytest.mark.slow
 def test_seg_cli_trains_with_taef2_latents_then_evaluates_and_predicts_resized_folders(tmp_path, shared_data, capsys):
     """seg train (latent condition from the real TAEF2), then seg eval / predict on 48-px folders: resized to the
     training size and recorded; predictions are never overwritten."""
@@ -303,6 +306,7 @@ def test_seg_cli_trains_with_taef2_latents_then_evaluates_and_predicts_resized_f
     assert "never overwritten" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_segmentation_study_runs_resumes_and_reports(tmp_path):
     """A seg-only study through the study runner: U-Net and pixel diffusion on two folds, rows of kind seg, a
