@@ -177,7 +177,7 @@ def test_until_converged_halves_the_lr_on_a_validation_plateau():
 def test_ldam_drw_runs_do_not_stop_before_the_reweighted_phase_and_the_baseline_runs_until_converged():
     """Early stopping may not end an LDAM-DRW run before the DRW switch + patience epochs (the shared-data study
     stopped a BUSI cell at epoch 10 with the switch at 10), and the baseline recipe (one-cycle) works under
-    until=converged: one-cycle over the epoch ceiling with the same early stopping."""
+    until=converged: one-cycle over the epoch ceiling, run to its end (best validation epoch kept)."""
     from latentgap.train.build import min_epochs
     from latentgap.train.config import TrainConfig
     from latentgap.train.loop import EarlyStopping
@@ -190,3 +190,5 @@ def test_ldam_drw_runs_do_not_stop_before_the_reweighted_phase_and_the_baseline_
     assert stops == [False, False, False, False, False, True, True]  # plateau from epoch 2, but not before 6 epochs
     base = TrainConfig(dataset="phantom", variant="baseline", until="converged", epochs=40).resolved()
     assert base.schedule == "onecycle" and base.until == "epochs" and base.loss == "wce"
+    # one-cycle is a fixed budget: no early stop during its warm-up (30 % of 40 epochs) or before it has annealed
+    assert min_epochs(base, False) == 40 and min_epochs(base, True) == 40

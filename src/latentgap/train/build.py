@@ -86,8 +86,13 @@ def build_noise(cfg: TrainConfig, device: torch.device) -> NoiseSampling | None:
 
 
 def min_epochs(cfg: TrainConfig, multilabel: bool) -> int:
-    """Epochs before early stopping may end a run: with LDAM-DRW, the DRW switch plus ``patience`` (a run must not
-    stop on the plateau of the un-weighted phase, before the recipe's second phase was tried); 0 otherwise."""
+    """Epochs before early stopping may end a run: with a one-cycle schedule, all of them (the schedule is a fixed
+    budget that only ends annealed at its last epoch: stopping during warm-up or at the peak learning rate leaves
+    the baseline under-fitted; the best validation epoch is still the one kept); with LDAM-DRW, the DRW switch plus
+    ``patience`` (a run must not stop on the plateau of the un-weighted phase, before the recipe's second phase was
+    tried); 0 otherwise."""
+    if cfg.schedule == "onecycle":
+        return cfg.epochs
     if cfg.loss != "ldam" or multilabel or cfg.drw_switch_epoch is None:
         return 0
     return min(cfg.epochs, cfg.drw_switch_epoch + cfg.patience)
