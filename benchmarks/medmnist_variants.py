@@ -48,7 +48,7 @@ def main() -> None:
     runs = []
     for v in args.variants:
         for s in args.seeds:
-            cfg = TrainConfig(**base, **VARIANTS[v], dataset=args.dataset, space="image", variant="plain",
+            cfg = TrainConfig(**{**base, **VARIANTS[v]}, dataset=args.dataset, space="image", variant="plain",
                               protocol="official", seed=s, device="cpu", root=f"{args.work}/work")
             row = run_training(cfg, Path(args.work) / "runs" / f"{args.dataset}-{v}-s{s}")
             runs.append({"variant": v, "seed": s, **{k: row.get(k) for k in ("auc", "acc", "bacc", "epochs", "best_epoch",

@@ -74,8 +74,18 @@ def test_presets_load_and_expand():
     syn = load_preset("synth-isic")
     prep, cells = expand_grid(syn)
     kinds = [t.kind for t in prep]
-    assert kinds.count("synth-train") == kinds.count("synth-sample") == kinds.count("synth-eval") == 3
+    assert kinds.count("synth-train") == kinds.count("synth-eval") == 3
+    # the fill plan samples nothing of the majority class, so the synthetic-only (tstr) arm gets its own set per
+    # fold, sampled alike with ratio 1; the augmented arm keeps the filled set
+    samples = [t for t in prep if t.kind == "synth-sample"]
+    main_sets = {t.hash for t in samples if "purpose" not in t.identity}
+    tstr_sets = {t.hash: t for t in samples if t.identity.get("purpose") == "tstr"}
+    assert len(main_sets) == len(tstr_sets) == 3
+    assert all(t.config["sample"]["ratio"] == 1.0 and not t.config["sample"]["fill"] and t.config["sample"]["filter"]
+               for t in tstr_sets.values())
     assert sum(t.config["variant"] in ("tstr", "augmented") for t in cells) == 2 * 3
+    assert all(t.needs["synthetic"] in tstr_sets for t in cells if t.config["variant"] == "tstr")
+    assert all(t.needs["synthetic"] in main_sets for t in cells if t.config["variant"] == "augmented")
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         load_preset("nope")
 

@@ -197,7 +197,9 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
     if len(util):
         secs.append(Section("Synthetic data: utility", "The same classifier, settings and folds trained on the real "
                             "training part (real arm: the study's plain cells), on the fold's synthetic dataset only "
-                            "(tstr) or on both (augmented); always tested on the fold's real test part. Corrected "
+                            "(tstr) or on both (augmented); always tested on the fold's real test part. With the fill plan (nothing of the "
+                            "majority class is sampled) the tstr cells train on a second synthetic set of the fold, "
+                            "sampled the same way with ratio 1 (the real training part's class counts). Corrected "
                             "paired test across folds; per-class recall in the table below it.", util))
     sev = tables.synth_eval_table(rows)
     if len(sev):

@@ -154,6 +154,8 @@ def synthesis_table(rows: pd.DataFrame) -> pd.DataFrame:
     if "kind" not in rows:
         return pd.DataFrame()
     gen, syn = rows[rows["kind"] == "generator"], rows[rows["kind"] == "synthetic"]
+    if "purpose" in syn:  # the tstr arm's own set (ratio 1) is described in the utility section, not here
+        syn = syn[syn["purpose"].isna()]
     if not len(gen):
         return pd.DataFrame()
     by = {(r.dataset, r.autoencoder, r.fold): r for r in syn.itertuples()}

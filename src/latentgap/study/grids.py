@@ -177,16 +177,18 @@ def classification_grid(spec: StudySpec) -> list[Task]:
 
 
 def _synth_eval_tasks(spec: StudySpec, ds: str, ae: AutoencoderEntry, fold: int, pair: Task, gen: str, syn: str,
-                      by_identity: dict) -> list[Task]:
+                      by_identity: dict, tstr_syn: str | None = None) -> list[Task]:
     """Utility cells (``tstr`` / ``augmented`` classifier cells trained on the fold's synthetic dataset, tested on
-    its real test part; the study's plain cells are the real arm) and one ``synth-eval`` task (fidelity, privacy)."""
+    its real test part; the study's plain cells are the real arm) and one ``synth-eval`` task (fidelity, privacy).
+    ``tstr_syn``: the synthetic set the tstr cells train on when it is not ``syn`` (see :func:`tstr_sample`)."""
     ev, out = spec.synth.evaluate, []
     for space in ev.utility_spaces:
         for variant in ev.utility:
             for seed in spec.seeds:
-                key = {**_cell_key(spec, ds, ae.key, space, variant, fold, seed, space), "synthetic": syn,
+                use = tstr_syn if variant == "tstr" and tstr_syn else syn
+                key = {**_cell_key(spec, ds, ae.key, space, variant, fold, seed, space), "synthetic": use,
                        "cache": _cache_key(spec)}
-                needs = {"synthetic": syn} | ({"pair": pair.hash} if space != "image" else {})
+                needs = {"synthetic": use} | ({"pair": pair.hash} if space != "image" else {})
                 out.append(_cell_task(spec, key, needs))
     if ev.fidelity:
         needs = {"synthetic": syn, "generator": gen, "pair": pair.hash}
@@ -201,6 +203,20 @@ def _synth_eval_tasks(spec: StudySpec, ds: str, ae: AutoencoderEntry, fold: int,
                         f"synth-eval/{run_name(ds, ae.key, f'f{fold}', hash=h)}",
                         {"dataset": ds, "autoencoder": ae.key, "fold": fold}, f"evaluate synthetic {ds} x {ae.key} fold {fold}"))
     return out
+
+
+def tstr_sample(spec: StudySpec) -> dict | None:
+    """The sampling settings of a second synthetic set per fold for the tstr cells, or None when the main set
+    serves. TSTR trains on synthetic images alone, so it needs every class; the fill plan samples nothing of the
+    majority class. With fill, tstr gets a set sampled like the main one (same sampler, guidance, filter) with
+    ratio 1: the class counts of the fold's real training part, so TSTR mirrors TRTR's training distribution."""
+    syn = spec.synth
+    if syn is None or syn.evaluate is None or "tstr" not in syn.evaluate.utility or not syn.sample.fill:
+        return None
+    from .spec import SynthSampleSettings
+
+    return SynthSampleSettings(**{**syn.sample.model_dump(), "fill": False, "per_class": None, "ratio": 1.0}
+                               ).model_dump(mode="json")
 
 
 def synth_tasks(spec: StudySpec, pair_of: dict, by_identity: dict) -> list[Task]:
@@ -244,8 +260,14 @@ def synth_tasks(spec: StudySpec, pair_of: dict, by_identity: dict) -> list[Task]
                 out.append(Task("synth-sample", s, {"sample": syn.sample.model_dump(mode="json"), "device": spec.device},
                                 needs, f"synthetic/{run_name(ds, ae.key, f'f{fold}', hash=s)}", identity,
                                 f"sample synthetic {ds} x {ae.key} fold {fold}"))
+                tstr_syn, tsample = None, tstr_sample(spec)
+                if tsample is not None:  # every class for the synthetic-only (tstr) arm
+                    tstr_syn = "s" + stable_hash({**skey, "sample": tsample})
+                    out.append(Task("synth-sample", tstr_syn, {"sample": tsample, "device": spec.device}, needs,
+                                    f"synthetic/{run_name(ds, ae.key, f'f{fold}', 'tstr', hash=tstr_syn)}",
+                                    {**identity, "purpose": "tstr"}, f"sample tstr set {ds} x {ae.key} fold {fold}"))
                 if syn.evaluate is not None:
-                    out += _synth_eval_tasks(spec, ds, ae, fold, pair, g, s, by_identity)
+                    out += _synth_eval_tasks(spec, ds, ae, fold, pair, g, s, by_identity, tstr_syn)
     return out
 
 
