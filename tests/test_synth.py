@@ -436,5 +436,6 @@ def test_study_evaluates_synthetic_data_utility_fidelity_privacy(tmp_path):
     assert ev["mia_auc"].between(0, 1).all() and ev["copy_rate_pixel_l2"].between(0, 1).all()
     build_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "## Synthetic data: utility" in md and "## Synthetic data: fidelity and privacy" in md
+    assert "## Synthetic data: utility" in md and "## Synthetic data: fidelity" in md and "## Synthetic data: privacy" in md
+    assert "membership inference (denoising loss)" in md and "copies · pixel l2" in md
     assert "tstr-real (image)" in md

@@ -205,14 +205,19 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
     if len(sev):
         gal = first_fold_images(rows, "synth-eval", ["dataset", "autoencoder"], lambda r: study_dir / str(r.gallery),
                                 "synth_gallery")
-        secs.append(Section("Synthetic data: fidelity and privacy", "Mean over folds. Fidelity against the fold's real "
-                            "training part in two feature spaces (random: a seeded random ConvNet; classifier: the "
-                            "fold's image cell's penultimate layer): FD (read KID first when fd_reliable is false), KID, "
-                            "precision / recall / density / coverage. Copies: share of synthetic samples closer to a "
-                            "training sample than the 1 % quantile of held-out real samples' distances (≈ 0.01 for a "
-                            "generator of new images, 1 for a copier). Membership inference on the generator's "
-                            "denoising loss: AUC 0.5 = no leak. Gallery: the closest synthetic / training pairs of the "
-                            "first fold.", sev, images=gal or None))
+        secs.append(Section("Synthetic data: fidelity", "Mean ± std over folds, against the fold's real training part "
+                            "in two feature spaces (random: a seeded random ConvNet; classifier: the penultimate layer of "
+                            "the fold's image cell, trained on its real training part): FD (unreliable when there are "
+                            "fewer samples than twice the feature dimension — read KID then), KID, precision / recall / "
+                            "density / coverage (k = 5).", sev))
+        secs.append(Section("Synthetic data: privacy", "Copies: the share of synthetic samples closer to a training "
+                            "sample than the 1 % quantile of held-out real samples' distances to the training part (≈ "
+                            "0.01 for a generator of new images, 1 for a copier), per distance; median distance ratio: "
+                            "median nearest-training distance of synthetic over held-out real samples (< 1: closer to "
+                            "the training images than new real images are). Membership inference on the generator's "
+                            "per-image denoising loss at fixed noise levels and draws (members: the fold's training "
+                            "part; non-members: its test part): AUC 0.5 = no leak. Gallery: the closest synthetic / "
+                            "training pairs of the first fold.", tables.privacy_table(rows), images=gal or None))
     seg = tables.seg_table(rows)
     if len(seg):
         ov = first_fold_images(rows, "seg", ["dataset", "method"], lambda r: study_dir / str(r.run_dir) / "overlays.png",

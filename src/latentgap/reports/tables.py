@@ -134,19 +134,40 @@ def utility_table(rows: pd.DataFrame, margin: float = S.MARGIN) -> pd.DataFrame:
         "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p), "flags": t["flags"]})
 
 
+def _fold_mean(g: pd.DataFrame, col: str, digits: int = 3) -> str:
+    v = pd.to_numeric(g[col], errors="coerce").dropna() if col in g else pd.Series(dtype=float)
+    return pm(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan"), digits) if len(v) else "–"
+
+
 def synth_eval_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Fidelity and privacy per dataset x autoencoder, mean over folds (rows of kind "synth-eval")."""
-    if "kind" not in rows:
-        return pd.DataFrame()
-    ev = rows[rows["kind"] == "synth-eval"]
-    if not len(ev):
-        return pd.DataFrame()
-    cols = [c for c in ev.columns if c.split("_")[0] in ("fd", "kid", "precision", "recall", "density", "coverage",
-                                                          "copy", "mia") and ev[c].map(lambda v: isinstance(v, (int, float))
-                                                                                        and not isinstance(v, bool)).all()]
-    out = ev.groupby(["dataset", "autoencoder"])[cols].mean().reset_index()
-    out.insert(2, "folds", ev.groupby(["dataset", "autoencoder"]).size().values)
-    return out.round(4)
+    """Fidelity per dataset x autoencoder x feature space, mean ± std over folds (rows of kind "synth-eval")."""
+    ev = rows[rows["kind"] == "synth-eval"] if "kind" in rows else rows.iloc[:0]
+    out = []
+    for (ds, ae), g in ev.groupby(["dataset", "autoencoder"], sort=True):
+        spaces = sorted(c[len("fd_"):] for c in g.columns if c.startswith("fd_") and not c.startswith("fd_reliable"))
+        for sp in spaces:
+            reliable = g.get(f"fd_reliable_{sp}")
+            out.append([ds, ae, len(g), sp, _fold_mean(g, f"fd_{sp}", 2)
+                        + ("" if reliable is None or reliable.all() else " (unreliable: read KID)"),
+                        _fold_mean(g, f"kid_mean_{sp}", 4), _fold_mean(g, f"precision_{sp}"), _fold_mean(g, f"recall_{sp}"),
+                        _fold_mean(g, f"density_{sp}"), _fold_mean(g, f"coverage_{sp}")])
+    return pd.DataFrame(out, columns=["dataset", "autoencoder", "folds", "features", "FD", "KID", "precision", "recall",
+                                      "density", "coverage"])
+
+
+def privacy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Copies per distance and membership inference per dataset x autoencoder, mean ± std over folds."""
+    ev = rows[rows["kind"] == "synth-eval"] if "kind" in rows else rows.iloc[:0]
+    out = []
+    for (ds, ae), g in ev.groupby(["dataset", "autoencoder"], sort=True):
+        for d in sorted(c[len("copy_rate_"):] for c in g.columns if c.startswith("copy_rate_")):
+            out.append([ds, ae, len(g), f"copies · {d.replace('_', ' ')}", _fold_mean(g, f"copy_rate_{d}"),
+                        _fold_mean(g, f"copy_ratio_{d}", 2), "–"])
+        if "mia_auc" in g and pd.to_numeric(g["mia_auc"], errors="coerce").notna().any():
+            out.append([ds, ae, len(g), "membership inference (denoising loss)", "–", "–",
+                        f"AUC {_fold_mean(g, 'mia_auc')}, TPR at 1 % FPR {_fold_mean(g, 'mia_tpr_at_1pct_fpr')}"])
+    return pd.DataFrame(out, columns=["dataset", "autoencoder", "folds", "check", "copy rate", "median distance ratio",
+                                      "membership"])
 
 
 def synthesis_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -167,7 +188,7 @@ def synthesis_table(rows: pd.DataFrame) -> pd.DataFrame:
                                                                  ("filtered %.2f" % (s.threshold or 0), s.filtered)) if on)
                                       or "unguided")
         acc = "–" if s is None or not s.filtered else ", ".join("–" if a is None else f"{a:.2f}" for a in s.acceptance)
-        out.append([g.dataset, g.autoencoder, g.fold, f"{g.backbone}-{g.size} {g.objective}", int(g.steps),
+        out.append([g.dataset, g.autoencoder, int(g.fold), f"{g.backbone}-{g.size} {g.objective}", int(g.steps),
                     f"{g.final_loss:.4f}" if g.final_loss == g.final_loss else "–", f"{g.train_seconds:.0f}",
                     mode, "–" if s is None else " / ".join(str(c) for c in s.counts), acc])
     return pd.DataFrame(out, columns=["dataset", "autoencoder", "fold", "generator", "steps", "final loss",
