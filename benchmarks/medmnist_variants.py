@@ -4,7 +4,8 @@ The shared-data preset's image recipe (half-width ResNet-18, LDAM-DRW, until con
 BreastMNIST split, with three augmentations: A — the preset's encode-time views identity + hflip, no other
 augmentation; B — no views, on-the-fly flip + shift (10 % reflect-padded translation, what latent cells cannot get);
 E — views identity + hflip plus on-the-fly shift; F — A with the best epoch chosen (and early stopping driven) by
-validation AUC, as MedMNIST selects models; G — F at ResNet-18's full width. Reference: MedMNIST v2 ResNet-18 (28) AUC .901 / ACC .863
+validation AUC, as MedMNIST selects models; G — F at ResNet-18's full width; H — A with plain cross-entropy instead
+of LDAM-DRW; I — A at the native 28 px (no resize). Reference: MedMNIST v2 ResNet-18 (28) AUC .901 / ACC .863
 (one run, 100 epochs).
 
     OMP_NUM_THREADS=1 python benchmarks/medmnist_variants.py --work /work/runs/mm2
@@ -29,7 +30,9 @@ VARIANTS = {"A": dict(views=["identity", "hflip"], resize=32),
             "B": dict(views=["identity"], augment="flip+shift", resize=32),
             "E": dict(views=["identity", "hflip"], augment="shift", resize=32),
             "F": dict(views=["identity", "hflip"], resize=32, monitor="auc"),
-            "G": dict(views=["identity", "hflip"], resize=32, monitor="auc", model_kwargs={})}
+            "G": dict(views=["identity", "hflip"], resize=32, monitor="auc", model_kwargs={}),
+            "H": dict(views=["identity", "hflip"], resize=32, loss="ce"),
+            "I": dict(views=["identity", "hflip"], resize=None)}
 REF = {"auc": 0.901, "acc": 0.863}
 
 
@@ -66,7 +69,9 @@ def main() -> None:
         r = [x for x in runs if x["variant"] == v]
         desc = (f"views {'+'.join(VARIANTS[v]['views'])}, on-the-fly {r[0]['augment']}"
                 + (f", select on val {VARIANTS[v]['monitor']}" if "monitor" in VARIANTS[v] else "")
-                + (", full width" if VARIANTS[v].get("model_kwargs") == {} else ""))
+                + (", full width" if VARIANTS[v].get("model_kwargs") == {} else "")
+                + (f", loss {VARIANTS[v]['loss']}" if "loss" in VARIANTS[v] else "")
+                + (", 28 px" if VARIANTS[v].get("resize", 32) is None else ""))
         lines.append(f"| {v} | {desc} | {' / '.join(format(x['auc'], '.3f') for x in r)} | {np.mean([x['auc'] for x in r]):.3f} "
                      f"| {' / '.join(format(x['acc'], '.3f') for x in r)} | {np.mean([x['acc'] for x in r]):.3f} "
                      f"| {', '.join(str(x['best_epoch']) + ' (' + str(x['epochs']) + ')' for x in r)} |")
