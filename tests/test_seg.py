@@ -291,6 +291,7 @@ def test_seg_cli_trains_with_taef2_latents_then_evaluates_and_predicts_resized_f
     main(["seg", "eval", "--model", str(run), "--data", str(other), "--out", str(tmp_path / "ev"), "--device", "cpu"])
     ev = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert ev["resized_from"] == [48, 48] and ev["resized_to"] == [32, 32] and ev["n_images"] == 6
+    assert ev["method"] == "latent-diffusion"  # the resize record does not overwrite the model's method
     assert (tmp_path / "ev" / "overlays.png").stat().st_size > 0
     images_only = tmp_path / "imgs"
     images_only.mkdir()

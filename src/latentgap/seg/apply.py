@@ -89,7 +89,7 @@ def fit_to_model(ds, model: SegModel):
     out = resize_seg(ds, model.image_size)
     return out, {"resized_from": list(ds.image_size), "resized_to": list(model.image_size),
                  "resized": tuple(ds.image_size) != tuple(model.image_size),
-                 "method": "images bilinear, masks nearest"}
+                 "resize_method": "images bilinear, masks nearest"}
 
 
 def evaluate_model(model: SegModel, ds, *, samples: int | None = None, steps: int | None = None,
