@@ -17,6 +17,7 @@ import torch
 
 from ..errors import UserError
 from ..storage import read_json
+from .segmenter import prediction_maps
 
 
 class SegModel:
@@ -38,9 +39,7 @@ class SegModel:
         with torch.no_grad():
             prob = torch.cat([torch.sigmoid(self.unet(x[lo:lo + 32].to(dev))).float().cpu()[:, 0]
                               for lo in range(0, len(x), 32)]).numpy() if len(x) else np.zeros((0, *self.image_size))
-        p = np.clip(prob, 1e-7, 1 - 1e-7)
-        return {"samples": prob[None], "prob": prob, "mask": prob > 0.5, "std": np.zeros_like(prob),
-                "entropy": -(p * np.log2(p) + (1 - p) * np.log2(1 - p))}
+        return prediction_maps(prob[None])  # one deterministic "sample": std 0, the entropy is its confidence map
 
     @property
     def cost(self) -> dict[str, Any]:

@@ -18,14 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import Field
 
 from ..errors import UserError
-from ..runs import check_run_dir, environment
-from ..storage import atomic_write_json, atomic_write_text
-from .data import check_training_size
-from .fit import FoldRunConfig, fit_epochs
+from ..storage import atomic_write_json
+from .data import image_batch, mask_batch
+from .fit import FoldRunConfig, begin_run, fit_epochs, run_row, write_run_config
 from .metrics import calibration, overlap
 
 
@@ -53,13 +51,8 @@ def build_unet(cfg: UNetConfig, in_chans: int) -> torch.nn.Module:
 
 
 def _batch(ds, idx: np.ndarray, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..data import to_float
-
-    x = to_float(ds.images[idx])  # standard NCHW strides (see data.base.to_float)
-    y = torch.from_numpy(ds.masks[idx] > 0).float()[:, None]
-    if flip is not None:  # horizontal flips: meaning-preserving for lesions and polyps
-        x, y = torch.where(flip[:, None, None, None], x.flip(-1), x), torch.where(flip[:, None, None, None], y.flip(-1), y)
-    return x, y
+    """Images and masks; horizontal flips (where ``flip``) are meaning-preserving for lesions and polyps."""
+    return image_batch(ds, idx, flip), mask_batch(ds, idx, flip)
 
 
 def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: UNetConfig) -> torch.Tensor:
@@ -93,23 +86,17 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     from ..device import resolve_device
 
     run_dir = Path(run_dir)
-    chash = cfg.config_hash()
-    res = run_dir / "result.json"
-    done = check_run_dir(run_dir, chash, "U-Net configuration")
+    done, chash = begin_run(cfg, run_dir, ds, splits, "U-Net configuration")
     if done is not None:
         return done
-    if cfg.fold >= len(splits.folds):
-        raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
     device = resolve_device(cfg.device)
     fold = splits.folds[cfg.fold]
     h, w = ds.image_size
-    check_training_size(cfg.image_size, ds)
     factor = 2 ** cfg.encoder_depth
     if h % factor or w % factor:
         raise UserError(f"a U-Net of depth {cfg.encoder_depth} needs sides divisible by {factor}, not {h}x{w}",
                         "resize the images or lower encoder_depth")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.model_dump(), "config_hash": chash}, sort_keys=True))
+    write_run_config(cfg, run_dir, chash)
     model = build_unet(cfg, ds.channels).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -125,19 +112,14 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     fit = fit_epochs(run_dir, chash, model, opt, sched, tr, loss_fn, validate, epochs=cfg.epochs,
                      patience=cfg.patience, batch_size=cfg.batch_size, seed=cfg.seed,
                      desc=f"seg unet {ds.name} fold {cfg.fold}", progress=progress)
-    best_state, best, best_epoch, seconds = fit.best_state, fit.best, fit.best_epoch, fit.seconds
-    model.load_state_dict(best_state)
+    model.load_state_dict(fit.best_state)
     te = np.asarray(fold.test)
     t0 = time.perf_counter()
     probs = predict_probs(model, ds, te, device)
     sec_per_image = (time.perf_counter() - t0) / max(len(te), 1)
     ov = overlap(probs > 0.5, ds.masks[te])
     ov.pop("dice_values")
-    env = environment(device)
-    row = {"dataset": ds.name, "method": "unet", "fold": cfg.fold, "k": len(splits.folds), "splits_digest": splits.digest(),
-           **ov, **calibration(probs, ds.masks[te]), "epochs": fit.epochs, "best_epoch": best_epoch,
-           "val_dice": best, "train_seconds": round(seconds, 2), "seconds_per_image": sec_per_image,
-           "n_train": len(tr), "n_test": len(te), "image_size": [h, w], "image_channels": ds.channels, "encoder": cfg.encoder, "parameters": sum(p.numel() for p in model.parameters()),
-           "device": str(device), "torch": env["torch"], "code_version": env["code_version"], "config_hash": chash}
-    atomic_write_json(res, row)
+    row = run_row(cfg, ds, splits, fit, model, device, chash, method="unet", **ov, **calibration(probs, ds.masks[te]),
+                  val_dice=fit.best, seconds_per_image=sec_per_image, encoder=cfg.encoder)
+    atomic_write_json(run_dir / "result.json", row)
     return row

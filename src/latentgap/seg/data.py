@@ -217,3 +217,24 @@ def check_training_size(image_size, ds: SegDataset) -> None:
     if image_size is not None and tuple(image_size) != tuple(ds.image_size):
         raise UserError(f"the run is configured for {image_size[0]}x{image_size[1]} images, {ds.name} is "
                         f"{ds.image_size[0]}x{ds.image_size[1]}", "resize the data to the run's size or use a new --out")
+
+
+def _hflip_where(t, flip):
+    """Flip the samples of (B, C, H, W) ``t`` horizontally where ``flip`` (B,) is True (None: no flips)."""
+    import torch
+
+    return t if flip is None else torch.where(flip.to(t.device)[:, None, None, None], t.flip(-1), t)
+
+
+def image_batch(ds: SegDataset, idx: np.ndarray, flip=None):
+    """Images ``idx`` as a (B, C, H, W) float tensor in [0, 1], flipped horizontally where ``flip`` is True."""
+    from ..data import to_float
+
+    return _hflip_where(to_float(ds.images[idx]), flip)  # standard NCHW strides (see data.base.to_float)
+
+
+def mask_batch(ds: SegDataset, idx: np.ndarray, flip=None):
+    """Foreground masks ``idx`` as a (B, 1, H, W) float tensor in {0, 1}, flipped where ``flip`` is True."""
+    import torch
+
+    return _hflip_where(torch.from_numpy(ds.masks[idx] > 0).float()[:, None], flip)

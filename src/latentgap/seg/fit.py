@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import UserError
 from ..progress import progress_bar
-from ..runs import load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..runs import check_run_dir, environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
 from ..storage import atomic_write_text, stable_hash
 
 
@@ -40,6 +41,40 @@ class FoldRunConfig(BaseModel):
 
     def config_hash(self) -> str:
         return stable_hash({k: v for k, v in self.model_dump().items() if k not in self._not_hashed})
+
+
+def begin_run(cfg: FoldRunConfig, run_dir: Path, ds, splits, what: str) -> tuple[dict | None, str]:
+    """``(finished row or None, config hash)``: the row when ``run_dir`` holds this configuration's result;
+    otherwise the fold and the training size are checked (one-line errors) and training may start."""
+    from .data import check_training_size
+
+    chash = cfg.config_hash()
+    done = check_run_dir(run_dir, chash, what)
+    if done is None:
+        if cfg.fold >= len(splits.folds):
+            raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
+        check_training_size(cfg.image_size, ds)
+    return done, chash
+
+
+def write_run_config(cfg: FoldRunConfig, run_dir: Path, chash: str) -> None:
+    """Create ``run_dir`` and write ``config.yaml`` (with the hash a resumed run is checked against)."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.model_dump(), "config_hash": chash}, sort_keys=True))
+
+
+def run_row(cfg: FoldRunConfig, ds, splits, fit: "FitResult", model: torch.nn.Module, device, chash: str,
+            **fields) -> dict:
+    """The fields every segmentation row shares (data, fold, training, size, environment), then ``fields``."""
+    env = environment(device)
+    fold = splits.folds[cfg.fold]
+    return {"dataset": ds.name, "fold": cfg.fold, "k": len(splits.folds), "splits_digest": splits.digest(), **fields,
+            "epochs": fit.epochs, "best_epoch": fit.best_epoch, "train_seconds": round(fit.seconds, 2),
+            "n_train": len(fold.train), "n_test": len(fold.test), "image_size": list(ds.image_size),
+            "image_channels": ds.channels, "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(device), "torch": env["torch"], "code_version": env["code_version"], "config_hash": chash}
 
 
 @dataclass

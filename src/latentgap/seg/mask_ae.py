@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import Field
 
 from ..errors import UserError
-from ..runs import check_run_dir, environment, load_checkpoint, save_checkpoint
-from ..storage import atomic_write_json, atomic_write_text
-from .data import check_training_size
-from .fit import FoldRunConfig, fit_epochs
+from ..runs import load_checkpoint, save_checkpoint
+from ..storage import atomic_write_json
+from .data import mask_batch
+from .fit import FoldRunConfig, begin_run, fit_epochs, run_row, write_run_config
 from .metrics import overlap
 
 
@@ -58,13 +57,6 @@ def build_mask_ae(cfg: MaskAEConfig):
     return AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * n,
                          up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=widths, layers_per_block=1,
                          latent_channels=cfg.latent_channels, norm_num_groups=8, sample_size=128)
-
-
-def _masks(ds, idx: np.ndarray, flip: torch.Tensor | None = None) -> torch.Tensor:
-    y = torch.from_numpy(ds.masks[idx] > 0).float()[:, None]
-    if flip is not None:
-        y = torch.where(flip[:, None, None, None], y.flip(-1), y)
-    return y
 
 
 def mask_loss(logits: torch.Tensor, y: torch.Tensor, foreground_weight: float, dice_weight: float) -> torch.Tensor:
@@ -113,28 +105,23 @@ def train_mask_ae(cfg: MaskAEConfig, run_dir: str | os.PathLike, ds, splits, *, 
     from ..device import resolve_device
 
     run_dir = Path(run_dir)
-    chash = cfg.config_hash()
-    done = check_run_dir(run_dir, chash, "mask autoencoder configuration")
+    done, chash = begin_run(cfg, run_dir, ds, splits, "mask autoencoder configuration")
     if done is not None:
         return done
-    if cfg.fold >= len(splits.folds):
-        raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
     h, w = ds.image_size
-    check_training_size(cfg.image_size, ds)
     if h % cfg.downsample or w % cfg.downsample:
         raise UserError(f"a mask autoencoder of factor {cfg.downsample} needs sides divisible by {cfg.downsample}, "
                         f"not {h}x{w}", "resize the images (--resize) or pick a smaller --mask-downsample")
     device = resolve_device(cfg.device)
     fold = splits.folds[cfg.fold]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.model_dump(), "config_hash": chash}, sort_keys=True))
+    write_run_config(cfg, run_dir, chash)
     ae = build_mask_ae(cfg).to(device)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     tr, va, te = (np.asarray(a) for a in (fold.train, fold.val, fold.test))
 
     def loss_fn(idx, g):
-        y = _masks(ds, idx, torch.rand(len(idx), generator=g) < 0.5).to(device)
+        y = mask_batch(ds, idx, torch.rand(len(idx), generator=g) < 0.5).to(device)
         post = ae.encode(2 * y - 1).latent_dist
         eps = torch.randn(post.mean.shape, generator=g).to(device)
         z = post.mean + post.std * eps  # a posterior sample drawn from the run's generator (resumable)
@@ -144,7 +131,7 @@ def train_mask_ae(cfg: MaskAEConfig, run_dir: str | os.PathLike, ds, splits, *, 
     def roundtrip(idx):
         out = []
         for lo in range(0, len(idx), 32):
-            y = _masks(ds, idx[lo:lo + 32]).to(device)
+            y = mask_batch(ds, idx[lo:lo + 32]).to(device)
             out.append((ae.decode(ae.encode(2 * y - 1).latent_dist.mode()).sample > 0).cpu()[:, 0].numpy())
         return np.concatenate(out) if out else np.zeros((0, h, w), bool)
 
@@ -155,7 +142,7 @@ def train_mask_ae(cfg: MaskAEConfig, run_dir: str | os.PathLike, ds, splits, *, 
     ae.load_state_dict(fit.best_state)
     ae.eval()
     with torch.no_grad():
-        zs = torch.cat([ae.encode(2 * _masks(ds, tr[lo:lo + 64]).to(device) - 1).latent_dist.mode().cpu()
+        zs = torch.cat([ae.encode(2 * mask_batch(ds, tr[lo:lo + 64]).to(device) - 1).latent_dist.mode().cpu()
                         for lo in range(0, len(tr), 64)])
         mean, std = zs.mean(dim=(0, 2, 3), keepdim=True), zs.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-4)
         ov = overlap(roundtrip(te), ds.masks[te])
@@ -164,14 +151,10 @@ def train_mask_ae(cfg: MaskAEConfig, run_dir: str | os.PathLike, ds, splits, *, 
               "config_hash": chash}
     save_checkpoint(run_dir / "mask_ae.safetensors",
                     {**{f"ae.{k}": v for k, v in ae.state_dict().items()}, "latent_mean": mean, "latent_std": std}, record)
-    env = environment(device)
-    row = {"dataset": ds.name, "method": "mask-ae", "fold": cfg.fold, "k": len(splits.folds),
-           "splits_digest": splits.digest(), **{f"roundtrip_{k}" if k.startswith(("dice", "iou", "hd95")) else k: v
-                                                 for k, v in ov.items()},
-           "latent_shape": [cfg.latent_channels, h // cfg.downsample, w // cfg.downsample], "epochs": fit.epochs,
-           "best_epoch": fit.best_epoch, "val_roundtrip_dice": fit.best, "train_seconds": round(fit.seconds, 2),
-           "parameters": sum(p.numel() for p in ae.parameters()), "device": str(device), "torch": env["torch"],
-           "code_version": env["code_version"], "config_hash": chash}
+    row = run_row(cfg, ds, splits, fit, ae, device, chash, method="mask-ae",
+                  **{f"roundtrip_{k}" if k.startswith(("dice", "iou", "hd95")) else k: v for k, v in ov.items()},
+                  latent_shape=[cfg.latent_channels, h // cfg.downsample, w // cfg.downsample],
+                  val_roundtrip_dice=fit.best)
     atomic_write_json(run_dir / "result.json", row)
     return row
 

@@ -32,15 +32,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import Field
 from torch import nn
 
 from ..errors import UserError
-from ..runs import check_run_dir, environment, load_checkpoint, save_checkpoint
-from ..storage import atomic_write_json, atomic_write_text
-from .data import check_training_size
-from .fit import FoldRunConfig, fit_epochs
+from ..runs import load_checkpoint, save_checkpoint
+from ..storage import atomic_write_json
+from .data import image_batch, mask_batch
+from .fit import FoldRunConfig, begin_run, fit_epochs, run_row, write_run_config
 from .mask_ae import MaskAEConfig, MaskCodec, load_mask_codec, train_mask_ae
 from .metrics import calibration, overlap, uncertainty_auroc
 
@@ -154,12 +153,7 @@ class Segmenter:
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor | None:
         """Image-autoencoder latents of (B, C, H, W) [0, 1] images (None without the latent condition)."""
-        if self.image_ae is None:
-            return None
-        from ..autoencoders.base import adapt_images
-
-        dev = next(self.image_ae.parameters()).device
-        return self.image_ae.encode(adapt_images(images.to(dev), self.image_ae.info)).float()
+        return None if self.image_ae is None else encode_images(self.image_ae, images)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, *, samples: int | None = None, steps: int | None = None,
@@ -190,11 +184,7 @@ class Segmenter:
             # latent target: the mask decoder's logits; pixel target: 2 m - 1, read back as a probability
             prob = torch.sigmoid(self.codec.decode(z).float()) if self.codec is not None else ((z.float() + 1) / 2).clamp(0, 1)
             out.append(prob.cpu()[:, 0].reshape(n, len(x), *prob.shape[-2:]))
-        probs = torch.cat(out, 1).numpy() if out else np.zeros((n, 0, *self.image_size), np.float32)
-        mean = probs.mean(0)
-        p = np.clip(mean, 1e-7, 1 - 1e-7)
-        return {"samples": probs, "prob": mean, "mask": mean > 0.5, "std": probs.std(0),
-                "entropy": -(p * np.log2(p) + (1 - p) * np.log2(1 - p))}
+        return prediction_maps(torch.cat(out, 1).numpy() if out else np.zeros((n, 0, *self.image_size), np.float32))
 
 
 def load_segmenter(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Segmenter:
@@ -218,37 +208,47 @@ def load_segmenter(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 
 # --------------------------------------------------------------------------- training
 
-def _images(ds, idx: np.ndarray) -> torch.Tensor:
-    from ..data import to_float
-
-    return to_float(ds.images[idx])
-
-
-def _encode_views(image_ae, ds, device, batch_size: int = 32) -> torch.Tensor:
-    """(2, N, c, h, w) latents of the identity and horizontally flipped view of every image (encode-time views)."""
+def encode_images(image_ae, x: torch.Tensor) -> torch.Tensor:
+    """The image autoencoder's latents of (B, C, H, W) [0, 1] images (grey replicated for RGB autoencoders)."""
     from ..autoencoders.base import adapt_images
 
-    out = []
-    for flip in (False, True):
-        zs = []
-        for lo in range(0, len(ds), batch_size):
-            x = _images(ds, np.arange(lo, min(lo + batch_size, len(ds))))
-            x = x.flip(-1) if flip else x
-            zs.append(image_ae.encode(adapt_images(x.to(device), image_ae.info)).float().cpu())
-        out.append(torch.cat(zs))
-    return torch.stack(out)
+    dev = next(image_ae.parameters()).device
+    return image_ae.encode(adapt_images(x.to(dev), image_ae.info)).float()
+
+
+def _two_views(n: int, encode, batch_size: int) -> torch.Tensor:
+    """(2, N, ...) of ``encode(index_batch, view)`` for the identity and the horizontally flipped view (encode-time
+    views: a flipped sample reads the code of the flipped input, never a flipped code)."""
+    return torch.stack([torch.cat([encode(np.arange(lo, min(lo + batch_size, n)), view).cpu()
+                                   for lo in range(0, n, batch_size)]) for view in ("identity", "hflip")])
+
+
+def _pick_view(views: torch.Tensor, idx: np.ndarray, flip: torch.Tensor) -> torch.Tensor:
+    """The codes of samples ``idx`` from (2, N, ...) ``views``: the flipped view where ``flip``, else the identity."""
+    return torch.where(flip[:, None, None, None], views[1, idx], views[0, idx])
+
+
+def _encode_views(image_ae, ds, batch_size: int = 32) -> torch.Tensor:
+    """(2, N, c, h, w) image latents of the identity and flipped view of every image."""
+    from ..latents.views import apply_view
+
+    return _two_views(len(ds), lambda idx, v: encode_images(image_ae, apply_view(v, image_batch(ds, idx))), batch_size)
 
 
 def _encode_mask_views(codec: MaskCodec, ds, batch_size: int = 64) -> torch.Tensor:
-    """(2, N, c, h, w) mask latents of the identity and horizontally flipped mask of every image."""
-    out = []
-    for flip in (False, True):
-        zs = []
-        for lo in range(0, len(ds), batch_size):
-            y = torch.from_numpy(ds.masks[lo:lo + batch_size] > 0).float()[:, None]
-            zs.append(codec.encode(y.flip(-1) if flip else y).float().cpu())
-        out.append(torch.cat(zs))
-    return torch.stack(out)
+    """(2, N, c, h, w) mask latents of the identity and flipped mask of every image."""
+    from ..latents.views import apply_view
+
+    return _two_views(len(ds), lambda idx, v: codec.encode(apply_view(v, mask_batch(ds, idx))).float(), batch_size)
+
+
+def prediction_maps(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """From foreground probabilities of N samples (N, B, H, W): the samples, their mean, the mask (mean > 0.5), the
+    pixel-wise std across samples and the binary entropy of the mean (bits) — the confidence maps."""
+    mean = probs.mean(0)
+    p = np.clip(mean, 1e-7, 1 - 1e-7)
+    return {"samples": probs, "prob": mean, "mask": mean > 0.5, "std": probs.std(0),
+            "entropy": -(p * np.log2(p) + (1 - p) * np.log2(1 - p))}
 
 
 def evaluate_predictions(pred: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, Any]:
@@ -272,41 +272,37 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
     from ..diffusion.objectives import build_objective, weighted_mse
 
     run_dir = Path(run_dir)
-    chash = cfg.config_hash()
-    done = check_run_dir(run_dir, chash, "segmenter configuration")
+    done, chash = begin_run(cfg, run_dir, ds, splits, "segmenter configuration")
     if done is not None:
         return done
     if not cfg.condition:
         raise UserError("a segmenter needs a condition", f"pass --condition from: {', '.join(CONDITIONS)}")
-    if cfg.fold >= len(splits.folds):
-        raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
     device = resolve_device(cfg.device)
     h, w = ds.image_size
-    check_training_size(cfg.image_size, ds)
     image_ae = None
     if "latent" in cfg.condition:
         if not cfg.autoencoder:
             raise UserError("the latent condition needs an image autoencoder", "pass --ae NAME (e.g. --ae taef2)")
         image_ae = create_autoencoder(cfg.autoencoder, str(device))
         check_side((h, w), image_ae.info)  # one line when the autoencoder's factor does not divide the size
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.model_dump(), "config_hash": chash}, sort_keys=True))
+    # the target grid is known before anything trains: refuse a denoiser that cannot halve it before the mask AE runs
+    factor = cfg.mask_ae_config().downsample if cfg.space == "latent" else 1
+    step = 2 ** (cfg.levels - 1)
+    if not (h % factor or w % factor) and ((h // factor) % step or (w // factor) % step):  # (mask AE names the other)
+        raise UserError(f"the denoiser's {cfg.levels} levels need a target grid divisible by {step}, this one is "
+                        f"{h // factor}x{w // factor}", "resize the images (--resize) so that the grid divides, "
+                        "or use a smaller --mask-downsample")
+    write_run_config(cfg, run_dir, chash)
     fold = splits.folds[cfg.fold]
     tr, va, te = (np.asarray(a) for a in (fold.train, fold.val, fold.test))
     codec, mask_row = None, None
     if cfg.space == "latent":
         mask_row = train_mask_ae(cfg.mask_ae_config(), run_dir / "mask_ae", ds, splits, progress=progress)
         codec = load_mask_codec(run_dir / "mask_ae", device)
-        factor = codec.downsample
         target_shape = [codec.latent_channels, h // factor, w // factor]
     else:
-        factor, target_shape = 1, [1, h, w]
-    step = 2 ** (cfg.levels - 1)
-    if target_shape[1] % step or target_shape[2] % step:
-        raise UserError(f"the denoiser's {cfg.levels} levels need a target grid divisible by {step}, this one is "
-                        f"{target_shape[1]}x{target_shape[2]}", "resize the images (--resize) so that the grid divides, "
-                        "or use a smaller --mask-downsample")
-    views = _encode_views(image_ae, ds, device) if image_ae is not None else None
+        target_shape = [1, h, w]
+    views = _encode_views(image_ae, ds) if image_ae is not None else None
     zc = 0 if views is None else views.shape[2]
     model = SegDenoiser(cfg, target_shape[0], tuple(target_shape[1:]), ds.channels, zc, factor).to(device)
     record = {"config": cfg.model_dump(), "config_hash": chash, "target_shape": target_shape, "factor": factor,
@@ -320,15 +316,13 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
 
     def target(idx, flip):
         if mask_views is not None:
-            return torch.where(flip[:, None, None, None], mask_views[1, idx], mask_views[0, idx])
-        y = torch.from_numpy(ds.masks[idx] > 0).float()[:, None]
-        return 2 * torch.where(flip[:, None, None, None], y.flip(-1), y) - 1
+            return _pick_view(mask_views, idx, flip)
+        return 2 * mask_batch(ds, idx, flip) - 1
 
     def loss_fn(idx, g):
         flip = torch.rand(len(idx), generator=g) < 0.5
-        x = _images(ds, idx)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
-        zl = None if views is None else torch.where(flip[:, None, None, None], views[1, idx], views[0, idx]).to(device)
+        x = image_batch(ds, idx, flip).to(device)
+        zl = None if views is None else _pick_view(views, idx, flip).to(device)
         batch = objective.draw(target(idx, flip), g)
         pred = model(batch.z_t.to(device), batch.model_time.to(device), model.condition(x, zl))
         batch.target, batch.weight = batch.target.to(device), batch.weight.to(device)
@@ -338,7 +332,7 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
 
     def run_predict(idx, samples, steps, g):
         lat = None if views is None else views[0, idx]
-        return seg.predict(_images(ds, idx), samples=samples, steps=steps, generator=g, image_latents=lat)
+        return seg.predict(image_batch(ds, idx), samples=samples, steps=steps, generator=g, image_latents=lat)
 
     def validate():
         model.eval()
@@ -354,17 +348,13 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
     t0 = time.perf_counter()
     pred = run_predict(te, cfg.samples, cfg.steps, torch.Generator().manual_seed(cfg.seed + 1))
     sec = (time.perf_counter() - t0) / max(len(te), 1)
-    env = environment(device)
-    row = {"dataset": ds.name, "method": f"{cfg.space}-diffusion", "fold": cfg.fold, "k": len(splits.folds),
-           "splits_digest": splits.digest(), **evaluate_predictions(pred, ds.masks[te]),
-           "samples": cfg.samples, "steps": cfg.steps, "cost_steps_x_samples": cfg.samples * cfg.steps,
-           "sampler": cfg.sampler, "seconds_per_image": sec, "condition": list(cfg.condition),
-           "autoencoder": cfg.autoencoder if image_ae is not None else None, "target_shape": target_shape,
-           "mask_ae_ceiling_dice_per_image": None if mask_row is None else mask_row["roundtrip_dice_per_image"],
-           "mask_ae_ceiling_dice_global": None if mask_row is None else mask_row["roundtrip_dice_global"],
-           "epochs": fit.epochs, "best_epoch": fit.best_epoch, "val_dice": fit.best,
-           "train_seconds": round(fit.seconds, 2), "n_train": len(tr), "n_test": len(te), "image_size": [h, w],
-           "image_channels": ds.channels, "parameters": sum(p.numel() for p in model.parameters()), "device": str(device), "torch": env["torch"],
-           "code_version": env["code_version"], "config_hash": chash}
+    row = run_row(cfg, ds, splits, fit, model, device, chash, method=f"{cfg.space}-diffusion",
+                  **evaluate_predictions(pred, ds.masks[te]), samples=cfg.samples, steps=cfg.steps,
+                  cost_steps_x_samples=cfg.samples * cfg.steps, sampler=cfg.sampler, seconds_per_image=sec,
+                  condition=list(cfg.condition), autoencoder=cfg.autoencoder if image_ae is not None else None,
+                  target_shape=target_shape,
+                  mask_ae_ceiling_dice_per_image=None if mask_row is None else mask_row["roundtrip_dice_per_image"],
+                  mask_ae_ceiling_dice_global=None if mask_row is None else mask_row["roundtrip_dice_global"],
+                  val_dice=fit.best)
     atomic_write_json(run_dir / "result.json", row)
     return row

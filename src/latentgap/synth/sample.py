@@ -41,7 +41,6 @@ from ..diffusion.samplers import denoise
 from .train import SynthConfig
 
 
-
 @dataclass
 class Generator:
     """A trained generator (EMA weights by default) with its configuration and inputs record."""
@@ -180,6 +179,7 @@ def sample(gen: Generator, labels: torch.Tensor, *, steps: int = 50, sampler: st
     for lo in range(0, len(labels), batch_size):
         y = labels[lo:lo + batch_size].to(dev)
         z = torch.randn((len(y), c, h, w), generator=g).to(dev)
+
         def predict(z, tb, y=y):
             if cfg_scale != 1.0:
                 both = gen.model(torch.cat([z, z]), torch.cat([tb, tb]), torch.cat([y, torch.full_like(y, k)]))

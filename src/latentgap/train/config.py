@@ -74,8 +74,8 @@ class TrainConfig(BaseModel):
     epochs: int = Field(60, ge=1)  # the budget; with until="converged" the ceiling
     patience: int = Field(15, ge=1)
     # "epochs": cosine schedule over `epochs` (early stopping may end it sooner); "converged": train to the
-    # early-stopping point under the `epochs` ceiling, the learning rate halved whenever validation bACC
-    # stalls for patience // 3 epochs, so the schedule does not depend on the ceiling
+    # early-stopping point under the `epochs` ceiling, the learning rate halved whenever the monitored validation
+    # metric stalls for patience // 3 epochs, so the schedule does not depend on the ceiling
     until: Literal["epochs", "converged"] = "epochs"
     # the validation metric that selects the best epoch, drives early stopping and the plateau schedule: balanced
     # accuracy (the paper's) or ROC AUC (MedMNIST's model selection)

@@ -224,8 +224,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
                    noise=noise.schedule if noise else None, seed=cfg.seed, channels_last=channels_last)
     _save_npy(run_dir / "test_probs.npy", res.pop("probs").astype(np.float32))
     history = [json.loads(ln) for ln in lines]
-    curve = {key: [m[key] for m in history] for key in ("epoch", "train_loss", "train_acc", "val_bacc")
-             + (("val_auc",) if cfg.monitor == "auc" else ())}
+    curve = {key: [m[key] for m in history] for key in ("epoch", "train_loss", "train_acc", "val_bacc", "val_auc")}
     n_epochs = len(lines)
     env = environment(device)
     row = {
