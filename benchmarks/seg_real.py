@@ -3,7 +3,7 @@
 Same folds (3, grouped by ids, stratified by empty mask), same epoch ceiling and early stopping for both methods, at
 the native 128 px. Per fold: the mask autoencoder's round-trip Dice (the ceiling of the latent method), Dice / IoU
 per image and global, HD95, ECE, Brier, the confidence map's AUROC for per-pixel error (diffusion only), cost
-(steps x samples, seconds per image) and training time. Across folds: mean +- sd and a paired t-test (SciPy) of
+(steps x samples, seconds per image) and training time. Across folds: mean +- sd and the corrected paired t-test of
 per-image Dice, latent diffusion vs U-Net.
 
     OMP_NUM_THREADS=1 python benchmarks/seg_real.py --work /work/runs/seg_real
@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from classifier_env import machine, versions  # noqa: E402
@@ -59,57 +58,33 @@ def train_all(work: Path, datasets, folds) -> None:
 
 
 def report(work: Path) -> None:
-    from scipy import stats
+    """seg_real.md / .json from the finished run folders, through the study report's own segmentation table (mean ±
+    sd over folds; latent vs U-Net by the Nadeau–Bengio corrected paired t-test across folds)."""
+    import pandas as pd
 
-    rows = {}
-    for p in sorted(work.glob("*/result.json")):
-        r = json.loads(p.read_text())
-        rows[(r["dataset"], r["method"], r["fold"])] = r
+    from latentgap.reports.tables import seg_table, to_markdown
+
+    rows = [json.loads(p.read_text()) for p in sorted(work.glob("*/result.json"))]
     out = {"command": "python benchmarks/seg_real.py " + " ".join(sys.argv[1:]), "k": K, "unet": UNET, "latent": LATENT,
-           "machine": machine(), "versions": versions(), "rows": [rows[k] for k in sorted(rows)], "summary": {}}
+           "machine": machine(), "versions": versions(), "rows": rows}
     lines = ["# Latent diffusion segmenter vs U-Net on kvasir_seg_128 and busi_seg_128 (3 folds, 128 px, CPU)", "",
              f"Command: `{out['command']}` (script: `benchmarks/seg_real.py`). Folds: {K}, grouped by ids, stratified "
              "by empty mask; the same folds for both methods. Settings: U-Net " + json.dumps(UNET) + "; latent "
              "diffusion " + json.dumps(LATENT) + ".", "",
              "Aggregation: *per image* = Dice/IoU per image (MONAI, an empty prediction on an empty mask scores 1), "
              "mean over the fold's test images; *global* = all test pixels pooled. HD95 over images where both masks "
-             "are non-empty. Figures are mean ± sd over the finished folds.", ""]
+             "are non-empty. Mean ± sd over the finished folds; vs U-Net: Nadeau–Bengio corrected paired t-test "
+             "across folds (the report's own table).", ""]
+    table = seg_table(pd.DataFrame(rows).assign(kind="seg")) if rows else pd.DataFrame()
+    if len(table):
+        lines.append(to_markdown(table))
     for name in DATASETS:
-        lines += [f"## {name}", "", PAPER[name] + ".", "",
-                  "| method | folds | Dice per image | Dice global | IoU per image | HD95 (px) | ECE | Brier | error AUROC (std map) "
-                  "| mask-AE ceiling (Dice per image) | steps x samples | s / image | train s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for method in ("unet", "latent-diffusion"):
-            rs = [rows[k] for k in sorted(rows) if k[0] == name and k[1] == method]
-            if not rs:
-                continue
-
-            def ms(key, fmt=".3f", rs=rs):
-                v = np.array([r[key] for r in rs if r.get(key) is not None], float)
-                if not len(v):
-                    return "—"
-                return f"{v.mean():{fmt}}" + (f" ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else "")
-
-            lines.append(f"| {method} | {len(rs)} | {ms('dice_per_image')} | {ms('dice_global')} | {ms('iou_per_image')} "
-                         f"| {ms('hd95_per_image', '.1f')} | {ms('ece')} | {ms('brier')} | {ms('uncertainty_auroc_std')} "
-                         f"| {ms('mask_ae_ceiling_dice_per_image')} | {rs[0].get('cost_steps_x_samples', 1)} "
-                         f"| {ms('seconds_per_image', '.3f')} | {ms('train_seconds', '.0f')} |")
-        both = sorted({k[2] for k in rows if k[0] == name and k[1] == "unet"} & {k[2] for k in rows if k[0] == name and k[1] == "latent-diffusion"})
-        if len(both) >= 2:
-            a = np.array([rows[(name, "latent-diffusion", f)]["dice_per_image"] for f in both])
-            b = np.array([rows[(name, "unet", f)]["dice_per_image"] for f in both])
-            t = stats.ttest_rel(a, b)
-            out["summary"][name] = {"folds": both, "latent_minus_unet": float((a - b).mean()), "t": float(t.statistic),
-                                    "p": float(t.pvalue)}
-            lines += ["", f"Paired over folds {both}: latent diffusion − U-Net per-image Dice = {(a - b).mean():+.3f} "
-                      f"(paired t-test, SciPy: t = {t.statistic:.2f}, p = {t.pvalue:.3f}; {len(both)} folds — "
-                      "folds share training images, so this p is optimistic)."]
-        aur = [(r["fold"], r.get("uncertainty_auroc_std"), r.get("uncertainty_auroc_std_ci"))
-               for k, r in sorted(rows.items()) if k[0] == name and k[1] == "latent-diffusion"]
-        if aur:
-            lines += ["", "Confidence map (std of 5 samples) vs per-pixel error, AUROC with 95 % bootstrap CI over images: "
-                      + "; ".join(f"fold {f}: {a:.3f} [{c[0]:.3f}, {c[1]:.3f}]" for f, a, c in aur) + "."]
-        lines.append("")
+        lines += [f"* {name}: {PAPER[name]}."]
+        for r in rows:
+            if r["dataset"] == name and r.get("uncertainty_auroc_std") is not None:
+                lo, hi = r["uncertainty_auroc_std_ci"]
+                lines.append(f"  fold {r['fold']}, {r['method']}: confidence map (std over {r['samples']} samples) vs "
+                             f"per-pixel error AUROC {r['uncertainty_auroc_std']:.3f} [95 % bootstrap CI {lo:.3f}, {hi:.3f}]")
     (HERE / "seg_real.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
     (HERE / "seg_real.md").write_text("\n".join(lines) + "\n")
 

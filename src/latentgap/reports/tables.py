@@ -357,17 +357,13 @@ SEG_METRICS = [("dice_per_image", "Dice (per image)"), ("dice_global", "Dice (gl
 def seg_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Segmentation per dataset x method (rows of kind "seg"): mean ± std over folds, cost, and the paired
     corrected test of per-image Dice against the U-Net on the same folds."""
-    if "kind" not in rows:
-        return pd.DataFrame()
-    sg = rows[rows["kind"] == "seg"]
+    sg = rows[rows["kind"] == "seg"] if "kind" in rows else rows.iloc[:0]
     if not len(sg):
         return pd.DataFrame()
     out = []
     for (ds, method), g in sg.groupby(["dataset", "method"], sort=True):
         line = [ds, method, len(g)]
-        for key, _ in SEG_METRICS:
-            v = pd.to_numeric(g[key], errors="coerce").dropna() if key in g else pd.Series(dtype=float)
-            line.append(pm(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan")) if len(v) else "–")
+        line += [_fold_mean(g, key) for key, _ in SEG_METRICS]
         cost = g["cost_steps_x_samples"].dropna() if "cost_steps_x_samples" in g else pd.Series(dtype=float)
         line += [int(cost.iloc[0]) if len(cost) else 1, f"{g['seconds_per_image'].mean():.3f}"]
         base = sg[(sg["dataset"] == ds) & (sg["method"] == "unet")]

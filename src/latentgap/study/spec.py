@@ -471,8 +471,7 @@ def _check_seg_fields(seg: SegSettings, source: str) -> None:
         except ValidationError as err:
             e = err.errors()[0]
             raise UserError(f"{source}: {where}.{_loc(e['loc'])}: {e['msg']}",
-                            f"use the fields of latentgap.seg.{'baseline.UNetConfig' if cls is UNetConfig else 'segmenter.SegmenterConfig'}"
-                            ) from None
+                            f"use the fields of {cls.__module__}.{cls.__name__}") from None
 
 
 def load_spec(path: str | Path) -> StudySpec:
