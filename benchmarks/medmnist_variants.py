@@ -32,8 +32,24 @@ VARIANTS = {"A": dict(views=["identity", "hflip"], resize=32),
             "F": dict(views=["identity", "hflip"], resize=32, monitor="auc"),
             "G": dict(views=["identity", "hflip"], resize=32, monitor="auc", model_kwargs={}),
             "H": dict(views=["identity", "hflip"], resize=32, loss="ce"),
-            "I": dict(views=["identity", "hflip"], resize=None)}
+            "I": dict(views=["identity", "hflip"], resize=None),
+            # MedMNIST's 28-px ResNet geometry: stride-1 stem, no max-pool, so the last stage sees 4x4 (not 2x2)
+            "J": dict(views=["identity", "hflip"], resize=None, stem=1),
+            # ... with MedMNIST's own recipe: plain CE, 100 epochs (cosine here, step decay there), no early stop,
+            # the epoch chosen by validation AUC
+            "K": dict(views=["identity", "hflip"], resize=None, stem=1, loss="ce", drw_switch_epoch=None,
+                      until="epochs", epochs=100, patience=100, monitor="auc")}
 REF = {"auc": 0.901, "acc": 0.863}
+
+
+def _force_resnet_stem(stem: int | None) -> None:
+    """Variants J/K: ResNet stem stride forced (the library picks 2 at 28-32 px); None restores the library rule."""
+    from latentgap.models import classifiers
+
+    rule = getattr(classifiers, "_library_plan_strides", classifiers.plan_strides)
+    classifiers._library_plan_strides = rule
+    classifiers.plan_strides = (rule if stem is None else
+                                lambda family, size: (stem, 3) if family == "resnet" else rule(family, size))
 
 
 def main() -> None:
@@ -51,7 +67,9 @@ def main() -> None:
     runs = []
     for v in args.variants:
         for s in args.seeds:
-            cfg = TrainConfig(**{**base, **VARIANTS[v]}, dataset=args.dataset, space="image", variant="plain",
+            opts = dict(VARIANTS[v])
+            _force_resnet_stem(opts.pop("stem", None))
+            cfg = TrainConfig(**{**base, **opts}, dataset=args.dataset, space="image", variant="plain",
                               protocol="official", seed=s, device="cpu", root=f"{args.work}/work")
             row = run_training(cfg, Path(args.work) / "runs" / f"{args.dataset}-{v}-s{s}")
             runs.append({"variant": v, "seed": s, **{k: row.get(k) for k in ("auc", "acc", "bacc", "epochs", "best_epoch",
@@ -71,7 +89,9 @@ def main() -> None:
                 + (f", select on val {VARIANTS[v]['monitor']}" if "monitor" in VARIANTS[v] else "")
                 + (", full width" if VARIANTS[v].get("model_kwargs") == {} else "")
                 + (f", loss {VARIANTS[v]['loss']}" if "loss" in VARIANTS[v] else "")
-                + (", 28 px" if VARIANTS[v].get("resize", 32) is None else ""))
+                + (", 28 px" if VARIANTS[v].get("resize", 32) is None else "")
+                + (f", stem stride {VARIANTS[v]['stem']}" if "stem" in VARIANTS[v] else "")
+                + (f", {VARIANTS[v]['epochs']} epochs, no early stop" if VARIANTS[v].get("until") == "epochs" else ""))
         lines.append(f"| {v} | {desc} | {' / '.join(format(x['auc'], '.3f') for x in r)} | {np.mean([x['auc'] for x in r]):.3f} "
                      f"| {' / '.join(format(x['acc'], '.3f') for x in r)} | {np.mean([x['acc'] for x in r]):.3f} "
                      f"| {', '.join(str(x['best_epoch']) + ' (' + str(x['epochs']) + ')' for x in r)} |")

@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # One module per command group; each registers its commands on `app` when imported.
-_COMMAND_MODULES: list[str] = ["data", "ae", "encode", "train", "synth", "seg", "study", "report", "bench"]
+_COMMAND_MODULES: list[str] = ["data", "ae", "encode", "train", "synth", "seg", "study", "report", "bench", "probe"]
 
 for _mod in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_mod}")

@@ -1,0 +1,69 @@
+"""``latentgap probe``: cheap learnability scores for one or more autoencoders on a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import app
+from .encode import AeOpt, DataOpt, DeviceOpt, GreyOpt, ResizeOpt, RootOpt, _root
+
+_console = Console()
+
+VALIDATION = ("Validation: none of these scores is validated yet. They are candidates; their Spearman correlation "
+              "with the RS - LS gap of full, converged studies is being measured (docs/probe.md). Until then read "
+              "them as descriptions of the latent space, not as a prediction of the study's verdict.")
+
+
+@app.command("probe")
+def probe_cmd(
+    data: str = DataOpt,
+    ae: list[str] = AeOpt,
+    root: Optional[Path] = RootOpt,
+    resize: Optional[int] = ResizeOpt,
+    grey_to_rgb: bool = GreyOpt,
+    folds: int = typer.Option(3, "--folds", help="K of the stratified K-fold splits (a study's folds for the same K and seed)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment and of the probes."),
+    images: int = typer.Option(64, "--images", help="Images (from fold 0's test part) the geometric measures encode."),
+    skip: str = typer.Option("", "--skip", help="Score families to leave out, comma-separated: linear, knn, "
+                             "equivariance, spectral, sensitivity."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the rows (one per autoencoder) to this JSON file."),
+    device: str = DeviceOpt,
+) -> None:
+    """Cheap candidate scores of how learnable each autoencoder's latent space is on `--data`, in minutes on a
+    CPU: linear / k-NN probes on images, reconstructions and latents (the study's folds), equivariance errors
+    under flips and shifts, latent high-frequency energy and noise sensitivity. Repeat --ae to compare."""
+    from ..probe import meaning, run_probe
+    from ..storage import atomic_write_text
+
+    families = tuple(s.strip() for s in skip.split(",") if s.strip())
+    unknown = [s for s in families if s not in ("linear", "knn", "equivariance", "spectral", "sensitivity")]
+    if unknown:
+        from ..errors import UserError
+        raise UserError(f"unknown score family '{unknown[0]}' in --skip",
+                        "use linear, knn, equivariance, spectral or sensitivity")
+    rows = [run_probe(data, a, _root(root), k=folds, seed=seed, images=images, resize=resize, grey_to_rgb=grey_to_rgb,
+                      device=device, skip=families) for a in ae]
+    names = list(dict.fromkeys(n for r in rows for n in r["scores"]))
+    table = Table(title=f"latentgap probe: {rows[0]['dataset']} ({folds} folds, {rows[0]['images']} images for the "
+                        "geometric measures)")
+    table.add_column("score")
+    for r in rows:
+        table.add_column(r["autoencoder"], justify="right")
+    table.add_column("meaning", overflow="fold")
+    for n in names:
+        table.add_row(n, *[f"{r['scores'][n]:.3f}" if n in r["scores"] else "-" for r in rows], meaning(n))
+    fams = list(dict.fromkeys(f for r in rows for f in r["seconds"]))
+    for f in ["encode"] + fams:
+        table.add_row(f"seconds: {f}", *[f"{(r['encode_seconds'] if f == 'encode' else r['seconds'].get(f, 0)):.1f}"
+                                          for r in rows], "cache build (reused if present)" if f == "encode" else "")
+    _console.print(table)
+    _console.print(VALIDATION)
+    if out is not None:
+        atomic_write_text(out, json.dumps(rows, indent=1) + "\n")
+        _console.print(f"rows written to {out}")

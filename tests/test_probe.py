@@ -1,0 +1,135 @@
+"""Probe scores: equivariance, spectral and sensitivity measures on hand-made encoders with known answers; the
+probes' features and balanced accuracies against scikit-learn; `latentgap probe` end to end on TAEF2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
+
+from latentgap.cli import main
+from latentgap.data import make_splits, open_dataset
+from latentgap.errors import UserError
+from latentgap.latents import ensure_cache
+from latentgap.probe import (equivariance_error, high_frequency_energy, latent_sensitivity, probe_bacc,
+                             space_features, unrelated_distance)
+
+
+def _images(n=6, c=1, side=16, seed=0):
+    return torch.rand(n, c, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def _swap_error(z, perm):
+    """|n(z[:, perm]) - n(z)| / |n(z)| per image, n the channel normalisation fitted on z (channel c's statistics
+    apply to whatever sits in channel c)."""
+    m, s = z.mean(dim=(0, 2, 3), keepdim=True), z.std(dim=(0, 2, 3), keepdim=True)
+    zn = (z - m) / s
+    return (((z[:, perm] - m) / s - zn).flatten(1).norm(dim=1) / zn.flatten(1).norm(dim=1)).numpy()
+
+
+def test_identity_encoder_is_equivariant_and_has_unit_sensitivity():
+    x = _images()
+    for t in ("hflip", "vflip", "shift"):
+        assert np.allclose(equivariance_error(lambda v: v.clone(), x, t, downsample=1), 0, atol=1e-6), t
+    assert np.allclose(latent_sensitivity(lambda v: v.clone(), x), 1.0, atol=1e-5)
+
+
+def test_pixel_unshuffle_flip_error_is_the_subpixel_channel_swap():
+    # pixel_unshuffle(x, 2) puts the 2x2 sub-pixels (dy, dx) into channels 2 dy + dx. Flipping the image swaps
+    # dx and mirrors the grid, so encode(flip x) = flip(z[:, perm]) with perm = [1, 0, 3, 2]: the error is
+    # |z[:, perm] - z| / |z| in normalised coordinates, computed here without the library.
+    x = _images(n=5, side=16)
+    enc = lambda v: F.pixel_unshuffle(v, 2)  # noqa: E731
+    want = _swap_error(enc(x), [1, 0, 3, 2])
+    got = equivariance_error(enc, x, "hflip", downsample=2)
+    assert np.allclose(got, want, rtol=1e-5) and want.mean() > 1.0  # random pixels: about sqrt(2)
+    assert np.allclose(equivariance_error(enc, x, "vflip", downsample=2), _swap_error(enc(x), [2, 3, 0, 1]), rtol=1e-5)
+    # a shift by one latent cell (2 pixels) moves whole 2x2 blocks: exactly equivariant
+    assert np.allclose(equivariance_error(enc, x, "shift", downsample=2), 0, atol=1e-6)
+
+
+def test_shift_error_of_a_one_pixel_offset_encoder_is_not_zero():
+    # an encoder that reads the grid one pixel off (odd offset) is not shift-equivariant by a whole cell...
+    enc = lambda v: F.avg_pool2d(v, 2)  # noqa: E731
+    x = _images(n=4, side=16)
+    assert np.allclose(equivariance_error(enc, x, "shift", downsample=2), 0, atol=1e-6)  # ...average pooling is
+    assert equivariance_error(enc, x, "shift", downsample=1).mean() > 0.5  # asked to shift by half a cell: not
+
+
+def test_unrelated_distance_pairs_other_images():
+    x = _images(n=8)
+    d = unrelated_distance(lambda v: v.clone(), x)
+    assert d.shape == (8,) and np.all(d > 0.5)  # never compared with itself
+    with pytest.raises(UserError):
+        unrelated_distance(lambda v: v, x[:1])
+
+
+def test_high_frequency_energy_hand_cases():
+    i, j = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checker = ((-1.0) ** (i + j))[None, None].repeat(2, 3, 1, 1)
+    smooth = torch.cos(2 * torch.pi * i / 16.0)[None, None].repeat(2, 3, 1, 1)  # frequency 1/16 < 0.25
+    stripes = torch.cos(torch.pi * j.float() / 1.0)[None, None].repeat(2, 1, 1, 1)  # 0.5 cycles/cell
+    assert high_frequency_energy(checker) == pytest.approx(1.0)
+    assert high_frequency_energy(smooth) == pytest.approx(0.0, abs=1e-12)
+    assert high_frequency_energy(stripes) == pytest.approx(1.0)
+    assert high_frequency_energy(torch.ones(2, 3, 8, 8)) == 0.0
+    # mean power: checkerboard 1, cosine 1/2 (orthogonal), so 1 / 1.5 of the total is above the cut-off
+    assert high_frequency_energy(smooth + checker) == pytest.approx(2 / 3, abs=1e-6)  # float32 input
+
+
+def test_bad_transform_and_tiny_grid_are_refused():
+    x = _images(side=4)
+    with pytest.raises(UserError, match="unknown transform"):
+        equivariance_error(lambda v: v, x, "rot45", downsample=1)
+    with pytest.raises(UserError, match="too small"):
+        equivariance_error(lambda v: F.avg_pool2d(v, 2), x, "shift", downsample=2)
+
+
+@pytest.fixture(scope="module")
+def probe_setup(tmp_path_factory, shared_data):
+    ds, root = open_dataset("breastmnist_28", resize=32), tmp_path_factory.mktemp("root")
+    cache = ensure_cache(ds, "taef2", root, batch_size=64, device="cpu")
+    return ds, cache, make_splits(ds, k=3, seed=0), root
+
+
+def test_probe_features_and_bacc_match_scikit_learn(probe_setup):
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ds, cache, sp, _ = probe_setup
+    f = sp.folds[1]
+    z = space_features("latent", ds, cache, sp, 1, "train")
+    mean, std = cache.fold_stats(sp, 1)
+    raw = np.asarray(cache.latents[f.train], np.float32)
+    assert np.allclose(z, ((raw - mean[None, :, None, None]) / std[None, :, None, None]).reshape(len(raw), -1), atol=1e-5)
+    y = np.asarray(ds.labels)
+    r = probe_bacc("latent", "linear", ds, cache, sp, folds=[1])
+    ref = make_pipeline(StandardScaler(), PCA(128, svd_solver="randomized", random_state=0), StandardScaler(),
+                        LogisticRegression(class_weight="balanced", max_iter=2000)).fit(z, y[f.train])
+    zt = space_features("latent", ds, cache, sp, 1, "test")
+    assert r["bacc"] == pytest.approx(balanced_accuracy_score(y[f.test], ref.predict(zt)))
+    img = probe_bacc("image", "knn", ds, cache, sp)
+    assert len(img["bacc_folds"]) == 3 and 0.5 < img["bacc"] <= 1.0  # above chance on real ultrasound
+
+
+def test_probe_command_end_to_end(tmp_path, probe_setup, capsys):
+    out = tmp_path / "probe.json"  # the fixture's root: its cache is reused, as a study's would be
+    main(["probe", "--data", "breastmnist_28", "--resize", "32", "--ae", "taef2", "--root", str(probe_setup[3]),
+          "--images", "24", "--skip", "knn", "--out", str(out), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert "equiv_hflip" in text and "none of these scores is validated" in text
+    row = json.loads(out.read_text())[0]
+    s = row["scores"]
+    assert row["autoencoder"] == "taef2" and row["images"] == 24 and "knn_latent" not in s
+    assert s["linear_gap"] == pytest.approx(s["linear_recon"] - s["linear_latent"])
+    assert 0 < s["equiv_shift"] < s["equiv_hflip"]  # TAEF2: closer to shift- than to flip-equivariant
+    assert 0 < s["hf_energy"] < 1 and s["sensitivity"] > 0
+    with pytest.raises(SystemExit) as e:
+        main(["probe", "--data", "breastmnist_28", "--ae", "taef2", "--skip", "bogus"])
+    assert e.value.code == 2
