@@ -133,3 +133,53 @@ def test_probe_command_end_to_end(tmp_path, probe_setup, capsys):
     with pytest.raises(SystemExit) as e:
         main(["probe", "--data", "breastmnist_28", "--ae", "taef2", "--skip", "bogus"])
     assert e.value.code == 2
+
+
+PROBE_SPEC = dict(name="probe", datasets=["phantom:n=60,size=32,classes=2,imbalance=1",
+                                          "phantom:n=60,size=32,classes=2,imbalance=1,feature=coarse"],
+                  autoencoders=["taef2"], k=3, seeds=[0], baseline_check=False, spaces=["recon", "latent"],
+                  train={"epochs": 1, "batch_size": 16, "pretrained": "false", "drw_switch_epoch": None},
+                  space_train={"recon": {"model": "resnet18", "model_kwargs": {"channels": [8, 16, 32, 64]}},
+                               "latent": {"model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 32, 64]}}},
+                  cache={"dtype": "float32"}, device="cpu", executor={"kind": "local", "workers": 1}, examples=0,
+                  probe=16)
+
+
+def test_grid_adds_one_probe_task_per_pair():
+    from latentgap.study import spec_from_dict
+    from latentgap.study.grids import classification_grid
+
+    tasks = classification_grid(spec_from_dict(PROBE_SPEC))
+    probes = [t for t in tasks if t.kind == "probe"]
+    pairs = {t.hash for t in tasks if t.kind == "prepare"}
+    assert len(probes) == 2 and {t.needs["pair"] for t in probes} == pairs and all(t.config["images"] == 16 for t in probes)
+    without = classification_grid(spec_from_dict({**PROBE_SPEC, "probe": False}))
+    assert {t.hash for t in without} == {t.hash for t in tasks if t.kind != "probe"}  # nothing else moves
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_study_probe_rows_and_report_section(tmp_path):
+    import pandas as pd
+
+    from latentgap.reports import build_report
+    from latentgap.study import run_study, spec_from_dict
+
+    summary = run_study(spec_from_dict(PROBE_SPEC), tmp_path, echo=lambda *_: None)
+    assert summary.ok, summary
+    rows = pd.DataFrame([json.loads(p.read_text()) for p in (tmp_path / "rows").glob("*.json")])
+    pr = rows[rows["kind"] == "probe"]
+    assert len(pr) == 2 and set(pr["probe_images"]) == {16} and (pr["probe_seconds"] > 0).all()
+    assert pr["probe_linear_gap"].to_numpy() == pytest.approx((pr["probe_linear_recon"] - pr["probe_linear_latent"]).to_numpy())
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Probe scores beside the measured gap" in md
+    section = md.split("## Probe scores beside the measured gap")[1].split("\n## ")[0]
+    res = rows[rows["kind"] == "result"]
+    for ds, g in res.groupby("dataset"):
+        rec = g[g["space"] == "recon"].set_index("fold")["bacc"]
+        lat = g[g["space"] == "latent"].set_index("fold")["bacc"]
+        gap = 100 * float((rec - lat.loc[rec.index]).mean())
+        share = 100 * float(pr[pr["dataset"] == ds]["probe_seconds"].iloc[0]) / float(g["train_seconds"].sum())
+        line = next(ln for ln in section.splitlines() if ln.startswith(f"| {ds} |"))
+        assert f"| {gap:.1f} |" in line and f"({share:.1f} % of the cells)" in line
+    assert "probe_vs_gap" in section  # the figure (2 pairs)

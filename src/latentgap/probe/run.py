@@ -48,7 +48,7 @@ def _encoder(ae, grey_to_rgb: bool, batch_size: int, device):
 def run_probe(dataset, autoencoder, root, *, k: int = 3, seed: int = 0, images: int = 64, resize: int | None = None,
               grey_to_rgb: bool = True, batch_size: int = 32, device: str = "auto", progress: bool | None = None,
               skip: tuple[str, ...] = ()) -> dict:
-    """The probe's scores for ``autoencoder`` on ``dataset``.
+    """The probe's scores for ``autoencoder`` on ``dataset`` (builds or reuses the latent cache and the splits).
 
     Args:
         dataset, autoencoder: objects or specs (as for :func:`latentgap.latents.ensure_cache`).
@@ -61,7 +61,7 @@ def run_probe(dataset, autoencoder, root, *, k: int = 3, seed: int = 0, images: 
         a row: dataset, autoencoder, settings, ``scores`` {name: value}, ``seconds`` {family: s}, ``encode_seconds``.
     """
     from ..autoencoders import create_autoencoder
-    from ..data import load_or_make_splits, open_dataset, to_float
+    from ..data import load_or_make_splits, open_dataset
     from ..device import resolve_device
     from ..latents import ensure_cache
     from ..workspace import splits_path
@@ -73,22 +73,34 @@ def run_probe(dataset, autoencoder, root, *, k: int = 3, seed: int = 0, images: 
     cache = ensure_cache(ds, ae, root, grey_to_rgb=grey_to_rgb, batch_size=batch_size, device=dev, progress=progress)
     splits = load_or_make_splits(splits_path(Path(root), ds, "kfold", k, seed), ds, protocol="kfold", k=k, seed=seed)
     encode_s = time.perf_counter() - t0
+    row = probe_scores(ds, ae, cache, splits, images=images, seed=seed, grey_to_rgb=grey_to_rgb,
+                       batch_size=batch_size, device=dev, skip=skip)
+    return {**row, "k": k, "encode_seconds": encode_s}
+
+
+def probe_scores(ds, ae, cache, splits, *, folds: list[int] | None = None, images: int = 64, seed: int = 0,
+                 grey_to_rgb: bool = True, batch_size: int = 32, device="cpu", skip: tuple[str, ...] = ()) -> dict:
+    """Every score family not in ``skip`` for an opened dataset, autoencoder, its cache and the splits (the study's
+    task calls this with the study's own cache and folds); see :func:`run_probe` for the row. ``folds``: the folds
+    the probes use (None: all); the geometric measures encode test images of the first of them."""
+    from ..data import to_float
+
     scores: dict[str, float] = {}
     seconds: dict[str, float] = {}
-    folds: dict[str, list[float]] = {}
+    fold_bacc: dict[str, list[float]] = {}
     for p in PROBES:
         if p in skip:
             continue
         t = time.perf_counter()
         for s in SPACES:
-            r = probe_bacc(s, p, ds, cache, splits, seed=seed)
-            scores[f"{p}_{s}"], folds[f"{p}_{s}"] = r["bacc"], r["bacc_folds"]
+            r = probe_bacc(s, p, ds, cache, splits, folds, seed=seed)
+            scores[f"{p}_{s}"], fold_bacc[f"{p}_{s}"] = r["bacc"], r["bacc_folds"]
         scores[f"{p}_gap"] = scores[f"{p}_recon"] - scores[f"{p}_latent"]
         seconds[p] = time.perf_counter() - t
-    test = np.asarray(splits.folds[0].test)
+    test = np.asarray(splits.folds[(folds or [0])[0]].test)
     pick = np.sort(np.random.default_rng(seed).choice(test, size=min(images, len(test)), replace=False))
     x = to_float(ds.load_uint8(pick))
-    encode = _encoder(ae, grey_to_rgb, batch_size, dev)
+    encode = _encoder(ae, grey_to_rgb, batch_size, device)
     if "equivariance" not in skip:
         t = time.perf_counter()
         for tr in ("hflip", "vflip", "shift"):
@@ -103,6 +115,6 @@ def run_probe(dataset, autoencoder, root, *, k: int = 3, seed: int = 0, images: 
         t = time.perf_counter()
         scores["sensitivity"] = float(np.mean(latent_sensitivity(encode, x, seed=seed)))
         seconds["sensitivity"] = time.perf_counter() - t
-    return {"dataset": ds.name, "autoencoder": ae.info.name, "k": k, "seed": seed, "images": int(len(pick)),
+    return {"dataset": ds.name, "autoencoder": ae.info.name, "seed": seed, "images": int(len(pick)),
             "image_size": list(ds.image_size), "latent_shape": list(cache.latent_shape), "scores": scores,
-            "bacc_folds": folds, "seconds": seconds, "encode_seconds": encode_s, "device": str(dev)}
+            "bacc_folds": fold_bacc, "seconds": seconds, "device": str(device)}

@@ -240,6 +240,16 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
     if png:
         secs.append(Section("Fidelity vs. learnability gap", "One point per autoencoder × dataset pair.",
                             images=[("psnr_vs_gap", png)]))
+    probe = tables.probe_table(rows)
+    if len(probe):
+        png = figures.probe_vs_gap(tables.probe_gaps(rows), tables.PROBE_SCORES)
+        secs.append(Section("Probe scores beside the measured gap", "`latentgap probe` on each pair's cache and the "
+                            "study's folds (docs/probe.md): linear / k-NN probe balanced accuracy (`*_gap` = recon − "
+                            "latent), flip and shift equivariance errors of the encoder, latent high-frequency energy, "
+                            "noise sensitivity. Cost: the probe's seconds, and their share of the seconds of the pair's "
+                            "classifier cells. The scores are candidates, not a validated predictor; ρ in the figure is "
+                            "Spearman's over this study's pairs only.", probe,
+                            images=[("probe_vs_gap", png)] if png else None))
     ex = []
     for i, f in enumerate(sorted((study_dir / "pairs").glob("*/examples.npz"))):
         with np.load(f) as z:

@@ -136,6 +136,29 @@ def psnr_vs_gap(gaps: pd.DataFrame) -> bytes | None:
     return _png(fig)
 
 
+def probe_vs_gap(gaps: pd.DataFrame, scores: tuple[str, ...]) -> bytes | None:
+    """One panel per probe score: the score (x) against the measured gap RS - LS (y), one point per autoencoder x
+    dataset pair, Spearman's rho (SciPy) of the pairs in the panel title. None with fewer than 2 pairs."""
+    from scipy.stats import spearmanr
+
+    g = gaps.dropna(subset=["gap"])
+    cols = [s for s in scores if f"probe_{s}" in g]
+    if len(g) < 2 or not cols:
+        return None
+    n = len(cols)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+    for ax, s in zip(axes[0], cols):
+        x, y = g[f"probe_{s}"].to_numpy(float), 100 * g["gap"].to_numpy(float)
+        ax.scatter(x, y, s=30, edgecolor="k", linewidth=0.5)
+        rho = spearmanr(x, y).statistic if len(g) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
+        ax.set_title(f"{s}\nρ = {rho:.2f} (n = {len(g)})" if np.isfinite(rho) else f"{s}\n(n = {len(g)})", fontsize=8)
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("gap RS − LS (bACC points)", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def examples_grid(original: np.ndarray, recon: np.ndarray, title: str, gain: float = 4.0) -> bytes:
     """Three rows: originals, reconstructions, |difference| x ``gain`` (clipped), one column per image.
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ..registry import Registry
 from ..runs import run_name
 from ..storage import stable_hash
-from . import cells, seg_cells, synth_cells  # noqa: F401  (register the task kinds)
+from . import cells, probe_cells, seg_cells, synth_cells  # noqa: F401  (register the task kinds)
 from .spec import IMAGE_AE, AutoencoderEntry, StudySpec, resize_for
 from .tasks import Task
 
@@ -173,7 +173,27 @@ def classification_grid(spec: StudySpec) -> list[Task]:
                 task = _cell_task(spec, key, needs)
                 by_identity[(ds, name, space, variant, fold, seed)] = task
                 cells_.append(task)
-    return list(ae_tasks.values()) + prepares + cells_ + synth_tasks(spec, pair_of, by_identity) + seg_tasks(spec)
+    return (list(ae_tasks.values()) + prepares + probe_tasks(spec, pair_of) + cells_
+            + synth_tasks(spec, pair_of, by_identity) + seg_tasks(spec))
+
+
+def probe_tasks(spec: StudySpec, pair_of: dict) -> list[Task]:
+    """With ``probe`` in the spec: one ``probe`` task per prepare task (dataset x autoencoder, or x fold for an
+    autoencoder trained per fold, whose probe then reads that fold only), on the pair's cache and the study's folds."""
+    if not spec.probe:
+        return []
+    images = 64 if spec.probe is True else int(spec.probe)
+    out = []
+    for (ds, ae, fold), pair in pair_of.items():
+        key = {"kind": "probe", "pair": pair.hash, "k": spec.k, "split_seed": spec.split_seed,
+               "val_fraction": spec.val_fraction, "images": images, "fold": fold}
+        h = "q" + stable_hash(key)
+        out.append(Task("probe", h, {**key, "dataset": ds, "cache": spec.cache.model_dump(mode="json"),
+                                     "device": spec.device}, {"pair": pair.hash},
+                        f"probes/{run_name(ds, ae, None if fold is None else f'f{fold}', hash=h)}",
+                        {"dataset": ds, "autoencoder": ae, "fold": fold}, f"probe {ds} x {ae}"
+                        + ("" if fold is None else f" (fold {fold})")))
+    return out
 
 
 def _synth_eval_tasks(spec: StudySpec, ds: str, ae: AutoencoderEntry, fold: int, pair: Task, gen: str, syn: str,

@@ -316,6 +316,9 @@ class StudySpec(_Strict):
     # latent space's own model and settings behind a patch stem that maps images to the latent grid, paired
     # with the plain latent cells -- separates "space" from "architecture" (needs a ConvNeXt latent model)
     matched_control: bool = False
+    # `latentgap probe` per dataset x autoencoder on the study's own cache and folds (docs/probe.md): the cheap
+    # candidate scores beside the measured gap in the report; an int sets the images of the geometric measures
+    probe: bool | int = False
     # latent diffusion synthesis per dataset x autoencoder x fold (docs/synthesis.md); None: no synthesis
     synth: SynthSettings | None = None
     # segmentation per dataset x fold: U-Net baseline and diffusion segmenters (docs/segmentation.md); None: none
