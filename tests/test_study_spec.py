@@ -67,8 +67,8 @@ def test_presets_load_and_expand():
     shared = load_preset("shared-data")
     prep, cells = expand_grid(shared)
     # TAEF2 on four datasets: one cache each (two views), then 3 spaces + the baseline check + the matched
-    # image and reconstruction cells x 3 folds
-    assert [t.kind for t in prep] == ["prepare"] * 4 and len(cells) == 4 * (4 + 2) * 3
+    # image and reconstruction cells x 3 folds; one probe per pair on its cache
+    assert [t.kind for t in prep] == ["prepare"] * 4 + ["probe"] * 4 and len(cells) == 4 * (4 + 2) * 3
     assert shared.cache.views == ["identity", "hflip"] and shared.train["until"] == "converged"
     assert all(t.config["views"] == ["identity", "hflip"] for t in cells if t.config["space"] == "image")
     syn = load_preset("synth-isic")
