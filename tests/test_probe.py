@@ -183,3 +183,42 @@ def test_study_probe_rows_and_report_section(tmp_path):
         line = next(ln for ln in section.splitlines() if ln.startswith(f"| {ds} |"))
         assert f"| {gap:.1f} |" in line and f"({share:.1f} % of the cells)" in line
     assert "probe_vs_gap" in section  # the figure (2 pairs)
+
+
+def _validation_rows(gaps: dict, scores: dict, seconds: float = 10.0) -> "pd.DataFrame":
+    """Rows of a fake study: per dataset, an image cell and RS / LS cells on 3 folds whose RS - LS is gaps[ds],
+    and one probe row with the score scores[ds]."""
+    import pandas as pd
+
+    rows = []
+    for ds, gap in gaps.items():
+        for fold in range(3):
+            base = dict(kind="result", dataset=ds, variant="plain", fold=fold, seed=0, split_seed=0, k=3,
+                        n_train=100, n_test=50, converged=True, train_seconds=seconds, splits_digest="d",
+                        image_size=[32, 32], views=["identity"])
+            rows.append({**base, "autoencoder": "none", "space": "image", "bacc": 0.8})
+            rows.append({**base, "autoencoder": "ae", "space": "recon", "bacc": 0.7 + 0.01 * fold})
+            rows.append({**base, "autoencoder": "ae", "space": "latent", "bacc": 0.7 + 0.01 * fold - gap})
+        rows.append(dict(kind="probe", dataset=ds, autoencoder="ae", probe_score=scores[ds], probe_seconds=1.5))
+    return pd.DataFrame(rows)
+
+
+def test_validation_rho_ci_and_compute_fraction():
+    from scipy.stats import spearmanr
+
+    from latentgap.probe import pair_table, spearman_ci, validation_table
+
+    gaps = {f"d{i}": g for i, g in enumerate([0.01, 0.05, 0.02, 0.10, 0.07, 0.0])}
+    noisy = {f"d{i}": s for i, s in enumerate([0.2, 0.4, 0.5, 0.9, 0.6, 0.1])}
+    pairs = pair_table(_validation_rows(gaps, noisy))
+    assert len(pairs) == 6 and pairs["converged"].all()
+    assert pairs.set_index("dataset")["gap"].to_dict() == pytest.approx(gaps)
+    # the pair's study compute: 3 RS + 3 LS + 3 IS cells of 10 s
+    assert set(pairs["study_seconds"]) == {90.0}
+    v = validation_table(pairs, n_boot=500).set_index("score").loc["score"]
+    want = spearmanr(list(noisy.values()), list(gaps.values())).statistic
+    assert v["rho_gap"] == pytest.approx(want) and v["rho_gap_lo"] <= want <= v["rho_gap_hi"]
+    assert v["rho_latent"] == pytest.approx(spearmanr(list(noisy.values()), [0.71 - g for g in gaps.values()]).statistic)
+    assert v["compute_fraction"] == pytest.approx(1.5 / 90)
+    rho, lo, hi = spearman_ci(np.arange(8), np.arange(8) ** 2, n_boot=200)
+    assert rho == 1.0 and lo == pytest.approx(1.0) and hi == pytest.approx(1.0)  # monotone: every resample agrees

@@ -71,6 +71,13 @@ def test_presets_load_and_expand():
     assert [t.kind for t in prep] == ["prepare"] * 4 + ["probe"] * 4 and len(cells) == 4 * (4 + 2) * 3
     assert shared.cache.views == ["identity", "hflip"] and shared.train["until"] == "converged"
     assert all(t.config["views"] == ["identity", "hflip"] for t in cells if t.config["space"] == "image")
+    val = load_preset("probe-validation")
+    prep, cells = expand_grid(val)
+    kinds = [t.kind for t in prep]
+    # 3 phantoms x 3 built-in autoencoders trained per fold (+ TAEF2 once): 27 trainings, 30 caches, a probe on each
+    assert kinds.count("train-autoencoder") == 27 and kinds.count("prepare") == kinds.count("probe") == 30
+    assert len({(t.identity["dataset"], t.identity["autoencoder"]) for t in prep if t.kind == "probe"}) == 12
+    assert len(cells) == 3 * 3 + 12 * 2 * 3  # image cells shared per dataset; RS and LS per pair x 3 folds
     syn = load_preset("synth-isic")
     prep, cells = expand_grid(syn)
     kinds = [t.kind for t in prep]

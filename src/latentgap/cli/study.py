@@ -13,7 +13,7 @@ from . import app
 @app.command("study")
 def study_cmd(
     spec_file: Optional[Path] = typer.Argument(None, help="Study spec (YAML, see docs/studies.md). Omit with --preset."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A built-in study: demo, shared-data, paper, synth-isic or seg-shared."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A built-in study: demo, shared-data, paper, synth-isic, seg-shared or probe-validation."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default: ./studies/<name>)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local or slurm (default: from the spec)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (1 = sequential)."),

@@ -1,0 +1,61 @@
+"""Validation of `latentgap probe`: each candidate score against the measured RS - LS gap of full, converged studies.
+
+Reads the rows of studies that ran with ``probe: true`` (the presets ``probe-validation`` — 12 phantom pairs — and
+``shared-data`` — 4 real pairs with TAEF2), builds one line per autoencoder x dataset pair (gap, LS bACC, probe
+scores, compute) and, per score, Spearman's rho with the gap and with LS bACC with a 95 % bootstrap CI over pairs,
+and the probe's compute as a fraction of the pair's study compute. Goal (issue): rho >= 0.8 at <= 5 % compute.
+
+    python benchmarks/probe_validation.py --studies /work/runs/probe-validation /work/runs/shared-v2
+
+Writes benchmarks/probe_validation.json and .md. Pairs with an unconverged cell are listed and left out of the
+correlations unless --include-unconverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from classifier_env import machine, versions  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    from latentgap.probe import pair_table, validation_table
+    from latentgap.reports.build import load_rows
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--studies", nargs="+", required=True)
+    ap.add_argument("--include-unconverged", action="store_true")
+    ap.add_argument("--boot", type=int, default=2000)
+    args = ap.parse_args()
+    pairs = pd.concat([pair_table(load_rows(s)).assign(study=Path(s).name) for s in args.studies], ignore_index=True)
+    used = pairs if args.include_unconverged else pairs[pairs["converged"]]
+    table = validation_table(used, n_boot=args.boot)
+    out = {"command": "python benchmarks/probe_validation.py " + " ".join(sys.argv[1:]), "machine": machine(),
+           "versions": versions(), "pairs": json.loads(pairs.to_json(orient="records")),
+           "validation": json.loads(table.to_json(orient="records"))}
+    (HERE / "probe_validation.json").write_text(json.dumps(out, indent=1) + "\n")
+    lines = ["# `latentgap probe` validated against full studies", "",
+             f"Command: `{out['command']}`. {len(used)} of {len(pairs)} pairs used (all cells converged"
+             + (", or not" if args.include_unconverged else "") + ").", "",
+             "| score | ρ with gap RS − LS [95 % CI] | ρ with LS bACC [95 % CI] | compute (median share of the pair's study) |",
+             "|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.score} | {r.rho_gap:+.2f} [{r.rho_gap_lo:+.2f}, {r.rho_gap_hi:+.2f}] | {r.rho_latent:+.2f} "
+                     f"[{r.rho_latent_lo:+.2f}, {r.rho_latent_hi:+.2f}] | {100 * r.compute_fraction:.2f} % |")
+    lines += ["", "| study | dataset | autoencoder | gap (pts) | LS bACC | converged |", "|---|---|---|---|---|---|"]
+    for r in pairs.itertuples():
+        lines.append(f"| {r.study} | {r.dataset} | {r.autoencoder} | {100 * r.gap:.1f} | {r.latent:.3f} | {r.converged} |")
+    (HERE / "probe_validation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Validation of the probe's scores against full studies: per score, Spearman's rho with the measured RS - LS gap
+and with LS bACC across autoencoder x dataset pairs, a bootstrap CI over pairs, and the probe's compute as a
+fraction of the pair's study compute. Input: the rows of one or more studies that ran with ``probe: true``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from ..study import stats as S
+
+
+def pair_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset x autoencoder that has probe rows and RS / LS cells: ``gap`` (RS - LS, mean over paired
+    folds), ``latent`` / ``recon`` bACC, every ``probe_*`` score (mean over the pair's probe rows), ``probe_seconds``,
+    ``study_seconds`` (the pair's RS and LS cells, its image cells and its cache / autoencoder tasks) and
+    ``converged`` (every RS / LS / IS cell of the pair converged)."""
+    if "kind" not in rows or not (rows["kind"] == "probe").any():
+        return pd.DataFrame()
+    pr = rows[rows["kind"] == "probe"]
+    score_cols = [c for c in pr.columns if c.startswith("probe_") and pd.api.types.is_numeric_dtype(pr[c])
+                  and not c.startswith("probe_seconds_") and c not in ("probe_images",)]
+    out = pr.groupby(["dataset", "autoencoder"], sort=True)[score_cols].mean().reset_index()
+    gaps = S.gap_table(rows)
+    out = out.merge(gaps[["dataset", "autoencoder", "gap", "recon", "latent"]], on=["dataset", "autoencoder"])
+    res = S.results_only(rows)
+    res = res[res["variant"] == "plain"] if "variant" in res else res
+    conv = (res["converged"].map(S.flag).map(lambda v: v is True) if "converged" in res
+            else pd.Series(False, index=res.index))  # unknown convergence is not counted as converged
+    secs, ok = [], []
+    for r in out.itertuples():
+        cells = res[(res["dataset"] == r.dataset) & ((res["autoencoder"] == r.autoencoder) | (res["space"] == "image"))]
+        other = rows[(rows["dataset"] == r.dataset) & (rows["autoencoder"] == r.autoencoder)
+                     & rows["kind"].isin(["fidelity", "autoencoder"])]
+        secs.append(float(cells["train_seconds"].sum()) + float(other.get("task_seconds", pd.Series(dtype=float)).sum()))
+        ok.append(bool(conv.loc[cells.index].all()))
+    out["study_seconds"], out["converged"] = secs, ok
+    return out
+
+
+def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Spearman's rho of paired ``x``, ``y`` and a 95 % percentile bootstrap CI over pairs (resamples whose
+    rho is undefined — a constant resample — are dropped)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            boots.append(spearmanr(x[i], y[i]).statistic)
+    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan))
+    return rho, float(lo), float(hi)
+
+
+def validation_table(pairs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
+    """Per probe score: Spearman rho (and CI) with the gap and with LS bACC over ``pairs`` (:func:`pair_table`),
+    and the probe's compute as a fraction of the pairs' study compute (median over pairs)."""
+    scores = [c for c in pairs.columns if c.startswith("probe_") and c != "probe_seconds"]
+    frac = float(np.median(pairs["probe_seconds"] / pairs["study_seconds"]))
+    out = []
+    for c in scores:
+        if pairs[c].nunique() < 2:
+            continue
+        rg = spearman_ci(pairs[c], pairs["gap"], n_boot)
+        rl = spearman_ci(pairs[c], pairs["latent"], n_boot)
+        out.append({"score": c.removeprefix("probe_"), "n_pairs": len(pairs), "rho_gap": rg[0], "rho_gap_lo": rg[1],
+                    "rho_gap_hi": rg[2], "rho_latent": rl[0], "rho_latent_lo": rl[1], "rho_latent_hi": rl[2],
+                    "compute_fraction": frac})
+    return pd.DataFrame(out).sort_values("rho_gap", key=lambda s: -s.abs()).reset_index(drop=True)
