@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -159,7 +160,7 @@ def test_grid_adds_one_probe_task_per_pair():
 
 @pytest.mark.usefixtures("one_thread")
 def test_study_probe_rows_and_report_section(tmp_path):
-    import pandas as pd
+
 
     from latentgap.reports import build_report
     from latentgap.study import run_study, spec_from_dict
@@ -185,10 +186,10 @@ def test_study_probe_rows_and_report_section(tmp_path):
     assert "probe_vs_gap" in section  # the figure (2 pairs)
 
 
-def _validation_rows(gaps: dict, scores: dict, seconds: float = 10.0) -> "pd.DataFrame":
+def _validation_rows(gaps: dict, scores: dict, seconds: float = 10.0) -> pd.DataFrame:
     """Rows of a fake study: per dataset, an image cell and RS / LS cells on 3 folds whose RS - LS is gaps[ds],
     and one probe row with the score scores[ds]."""
-    import pandas as pd
+
 
     rows = []
     for ds, gap in gaps.items():
