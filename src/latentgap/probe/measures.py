@@ -8,7 +8,8 @@ normalised latents are about sqrt(2) apart relative to either.
 
 - :func:`equivariance_error` — ``|encode(T x) - T encode(x)| / |encode(x)|`` for a flip or a shift by one
   latent cell. A latent space in which a flipped image has the flipped latent lets a classifier share what it
-  learns across orientations; TAEF2 does not (0.8 for horizontal flips on ISIC-8).
+  learns across orientations; TAEF2 does not (ISIC-8, 64 test images: 1.03 for horizontal flips, against 1.33
+  for an unrelated image and 0.20 for a one-cell shift).
 - :func:`high_frequency_energy` — the share of the latents' spatial power spectrum above a radial frequency
   cut-off (half the Nyquist frequency by default): high-frequency latents are harder for diffusion models and
   for small convolutional classifiers.
