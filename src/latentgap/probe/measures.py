@@ -92,9 +92,10 @@ def unrelated_distance(encode: Encode, x: torch.Tensor, seed: int = 0) -> np.nda
 
 def high_frequency_energy(z: torch.Tensor, cutoff: float = 0.25) -> float:
     """Share of the spatial power of latents ``z`` (B, c, h, w) above radial frequency ``cutoff`` (cycles per
-    latent cell; the Nyquist frequency is 0.5), pooled over images and channels after each channel's mean over
-    the sample is removed. 0 for constant or smooth latents, 1 for a checkerboard."""
-    zc = (z - z.mean(dim=(0, 2, 3), keepdim=True)).double()
+    latent cell; the Nyquist frequency is 0.5), pooled over images and channels in normalised coordinates (each
+    channel's mean and std over the sample removed, so every channel weighs the same). 0 for constant or smooth
+    latents, 1 for a checkerboard."""
+    zc = normaliser(z.double())(z.double())
     power = torch.fft.fft2(zc).abs().pow(2).sum(dim=(0, 1))  # (h, w)
     fy = torch.fft.fftfreq(z.shape[-2], dtype=torch.float64)[:, None]
     fx = torch.fft.fftfreq(z.shape[-1], dtype=torch.float64)[None, :]
