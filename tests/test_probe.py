@@ -53,12 +53,22 @@ def test_pixel_unshuffle_flip_error_is_the_subpixel_channel_swap():
     assert np.allclose(equivariance_error(enc, x, "shift", downsample=2), 0, atol=1e-6)
 
 
-def test_shift_error_of_a_one_pixel_offset_encoder_is_not_zero():
-    # an encoder that reads the grid one pixel off (odd offset) is not shift-equivariant by a whole cell...
+def test_shift_error_ignores_zero_padding_but_sees_absolute_position():
+    # a padded conv encoder (x4 strided conv, then a 3x3 conv with zero padding) is shift-equivariant by whole cells
+    # away from the image edge: its shift error must be 0 — the edge's zero padding is not the encoder's fault
+    torch.manual_seed(0)
+    enc_net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 4, stride=4), torch.nn.Conv2d(4, 4, 3, padding=1),
+                                  torch.nn.Conv2d(4, 4, 3, padding=1))
+    x = _images(n=4, side=32)
+    with torch.no_grad():
+        err = equivariance_error(lambda v: enc_net(v), x, "shift", downsample=4)
+        assert np.allclose(err, 0, atol=1e-5)
+        # plus a fixed positional map (as an absolute position embedding would add): no longer shift-equivariant
+        pos = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1))
+        with_pos = lambda v: enc_net(v) + pos[..., :v.shape[-2] // 4, :v.shape[-1] // 4]  # noqa: E731
+        assert equivariance_error(with_pos, x, "shift", downsample=4).mean() > 0.3
     enc = lambda v: F.avg_pool2d(v, 2)  # noqa: E731
-    x = _images(n=4, side=16)
-    assert np.allclose(equivariance_error(enc, x, "shift", downsample=2), 0, atol=1e-6)  # ...average pooling is
-    assert equivariance_error(enc, x, "shift", downsample=1).mean() > 0.5  # asked to shift by half a cell: not
+    assert np.allclose(equivariance_error(enc, x, "shift", downsample=2), 0, atol=1e-6)
 
 
 def test_unrelated_distance_pairs_other_images():
@@ -87,7 +97,7 @@ def test_bad_transform_and_tiny_grid_are_refused():
     with pytest.raises(UserError, match="unknown transform"):
         equivariance_error(lambda v: v, x, "rot45", downsample=1)
     with pytest.raises(UserError, match="too small"):
-        equivariance_error(lambda v: F.avg_pool2d(v, 2), x, "shift", downsample=2)
+        equivariance_error(lambda v: F.avg_pool2d(v, 4), x, "shift", downsample=4)
 
 
 @pytest.fixture(scope="module")
@@ -180,15 +190,16 @@ def test_study_probe_rows_and_report_section(tmp_path):
         rec = g[g["space"] == "recon"].set_index("fold")["bacc"]
         lat = g[g["space"] == "latent"].set_index("fold")["bacc"]
         gap = 100 * float((rec - lat.loc[rec.index]).mean())
-        share = 100 * float(pr[pr["dataset"] == ds]["probe_seconds"].iloc[0]) / float(g["train_seconds"].sum())
+        prep = rows[(rows["kind"] == "fidelity") & (rows["dataset"] == ds)]["task_seconds"].sum()
+        share = 100 * float(pr[pr["dataset"] == ds]["probe_seconds"].iloc[0]) / (float(g["train_seconds"].sum()) + prep)
         line = next(ln for ln in section.splitlines() if ln.startswith(f"| {ds} |"))
-        assert f"| {gap:.1f} |" in line and f"({share:.1f} % of the cells)" in line
+        assert f"| {gap:.1f} |" in line and f"({share:.1f} % of the pair's study)" in line
     assert "probe_vs_gap" in section  # the figure (2 pairs)
 
 
-def _validation_rows(gaps: dict, scores: dict, seconds: float = 10.0) -> pd.DataFrame:
+def _validation_rows(gaps: dict, scores: dict, seconds: float = 10.0, per_fold: bool = False) -> pd.DataFrame:
     """Rows of a fake study: per dataset, an image cell and RS / LS cells on 3 folds whose RS - LS is gaps[ds],
-    and one probe row with the score scores[ds]."""
+    and one probe row with the score scores[ds] (per_fold: one per fold, scores[ds] -/+ 0.01 and scores[ds])."""
 
 
     rows = []
@@ -200,7 +211,8 @@ def _validation_rows(gaps: dict, scores: dict, seconds: float = 10.0) -> pd.Data
             rows.append({**base, "autoencoder": "none", "space": "image", "bacc": 0.8})
             rows.append({**base, "autoencoder": "ae", "space": "recon", "bacc": 0.7 + 0.01 * fold})
             rows.append({**base, "autoencoder": "ae", "space": "latent", "bacc": 0.7 + 0.01 * fold - gap})
-        rows.append(dict(kind="probe", dataset=ds, autoencoder="ae", probe_score=scores[ds], probe_seconds=1.5))
+        for d in ((-0.01, 0.0, 0.01) if per_fold else (0.0,)):
+            rows.append(dict(kind="probe", dataset=ds, autoencoder="ae", probe_score=scores[ds] + d, probe_seconds=1.5))
     return pd.DataFrame(rows)
 
 
@@ -221,5 +233,13 @@ def test_validation_rho_ci_and_compute_fraction():
     assert v["rho_gap"] == pytest.approx(want) and v["rho_gap_lo"] <= want <= v["rho_gap_hi"]
     assert v["rho_latent"] == pytest.approx(spearmanr(list(noisy.values()), [0.71 - g for g in gaps.values()]).statistic)
     assert v["compute_fraction"] == pytest.approx(1.5 / 90)
+    # an autoencoder trained per fold has a probe per fold: scores averaged, seconds summed
+    per_fold = pair_table(_validation_rows(gaps, noisy, per_fold=True))
+    assert per_fold["probe_score"].to_numpy() == pytest.approx(list(noisy.values()))
+    assert set(per_fold["probe_seconds"]) == {4.5}
+    with pytest.raises(UserError, match="at least 3"):
+        validation_table(pairs.iloc[:2])
+    with pytest.raises(UserError, match="no probe rows"):
+        pair_table(_validation_rows(gaps, noisy).query("kind != 'probe'"))
     rho, lo, hi = spearman_ci(np.arange(8), np.arange(8) ** 2, n_boot=200)
     assert rho == 1.0 and lo == pytest.approx(1.0) and hi == pytest.approx(1.0)  # monotone: every resample agrees

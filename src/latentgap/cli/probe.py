@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import app
-from .encode import AeOpt, DataOpt, DeviceOpt, GreyOpt, ResizeOpt, RootOpt, _root
+from .encode import AeOpt, CacheOpt, DataOpt, DeviceOpt, GreyOpt, ResizeOpt, RootOpt, _root
 
 _console = Console()
 
@@ -29,6 +29,10 @@ def probe_cmd(
     grey_to_rgb: bool = GreyOpt,
     folds: int = typer.Option(3, "--folds", help="K of the stratified K-fold splits (a study's folds for the same K and seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment and of the probes."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Part of each training part held out for "
+                                       "validation (a study's val_fraction; the probes train on the rest)."),
+    dtype: str = typer.Option("float16", "--dtype", help="Latent cache dtype (a study's cache.dtype to reuse its cache)."),
+    cache_dir: Optional[Path] = CacheOpt,
     images: int = typer.Option(64, "--images", help="Images (from fold 0's test part) the geometric measures encode."),
     skip: str = typer.Option("", "--skip", help="Score families to leave out, comma-separated: linear, knn, "
                              "equivariance, spectral, sensitivity."),
@@ -47,8 +51,11 @@ def probe_cmd(
         from ..errors import UserError
         raise UserError(f"unknown score family '{unknown[0]}' in --skip",
                         "use linear, knn, equivariance, spectral or sensitivity")
-    rows = [run_probe(data, a, _root(root), k=folds, seed=seed, images=images, resize=resize, grey_to_rgb=grey_to_rgb,
-                      device=device, skip=families) for a in ae]
+    if cache_dir is not None and len(ae) > 1:
+        from ..errors import UserError
+        raise UserError("--cache names one autoencoder's cache, but several --ae were given", "probe one --ae with --cache")
+    rows = [run_probe(data, a, _root(root), k=folds, seed=seed, val_fraction=val_fraction, images=images, resize=resize,
+                      grey_to_rgb=grey_to_rgb, dtype=dtype, cache=cache_dir, device=device, skip=families) for a in ae]
     names = list(dict.fromkeys(n for r in rows for n in r["scores"]))
     table = Table(title=f"latentgap probe: {rows[0]['dataset']} ({folds} folds, {rows[0]['images']} images for the "
                         "geometric measures)")

@@ -45,15 +45,18 @@ def _encoder(ae, grey_to_rgb: bool, batch_size: int, device):
     return encode
 
 
-def run_probe(dataset, autoencoder, root, *, k: int = 3, seed: int = 0, images: int = 64, resize: int | None = None,
-              grey_to_rgb: bool = True, batch_size: int = 32, device: str = "auto", progress: bool | None = None,
+def run_probe(dataset, autoencoder, root, *, k: int = 3, seed: int = 0, val_fraction: float = 0.1, images: int = 64,
+              resize: int | None = None, grey_to_rgb: bool = True, dtype: str = "float16", cache=None,
+              batch_size: int = 32, device: str = "auto", progress: bool | None = None,
               skip: tuple[str, ...] = ()) -> dict:
     """The probe's scores for ``autoencoder`` on ``dataset`` (builds or reuses the latent cache and the splits).
 
     Args:
         dataset, autoencoder: objects or specs (as for :func:`latentgap.latents.ensure_cache`).
         root: working folder (latent cache and splits are shared with studies run under the same root).
-        k, seed: the stratified k-fold splits (the study's folds for the same ``k`` and ``seed``).
+        k, seed, val_fraction: the stratified k-fold splits (a study's folds for its ``k``, ``split_seed`` and
+            ``val_fraction``; the splits file under ``root`` is shared with studies run there).
+        dtype, cache: the latent cache's dtype, or an existing cache folder to read (e.g. a study's).
         images: how many images (from fold 0's test part) the geometric measures encode.
         skip: score families to leave out: ``linear``, ``knn``, ``equivariance``, ``spectral``, ``sensitivity``.
 
@@ -70,8 +73,10 @@ def run_probe(dataset, autoencoder, root, *, k: int = 3, seed: int = 0, images: 
     ds = open_dataset(dataset, resize=resize) if isinstance(dataset, str) else dataset
     ae = create_autoencoder(autoencoder, device=dev) if isinstance(autoencoder, str) else autoencoder
     t0 = time.perf_counter()
-    cache = ensure_cache(ds, ae, root, grey_to_rgb=grey_to_rgb, batch_size=batch_size, device=dev, progress=progress)
-    splits = load_or_make_splits(splits_path(Path(root), ds, "kfold", k, seed), ds, protocol="kfold", k=k, seed=seed)
+    cache = ensure_cache(ds, ae, root, grey_to_rgb=grey_to_rgb, dtype=dtype, batch_size=batch_size, device=dev,
+                         progress=progress, cache=cache)
+    splits = load_or_make_splits(splits_path(Path(root), ds, "kfold", k, seed), ds, protocol="kfold", k=k, seed=seed,
+                                 val_fraction=val_fraction)
     encode_s = time.perf_counter() - t0
     row = probe_scores(ds, ae, cache, splits, images=images, seed=seed, grey_to_rgb=grey_to_rgb,
                        batch_size=batch_size, device=dev, skip=skip)

@@ -8,22 +8,33 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from ..errors import UserError
 from ..study import stats as S
 
 
-def pair_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per dataset x autoencoder that has probe rows and RS / LS cells: ``gap`` (RS - LS, mean over paired
-    folds), ``latent`` / ``recon`` bACC, every ``probe_*`` score (mean over the pair's probe rows), ``probe_seconds``,
-    ``study_seconds`` (the pair's RS and LS cells, its image cells and its cache / autoencoder tasks) and
-    ``converged`` (every RS / LS / IS cell of the pair converged)."""
+def pair_table(rows: pd.DataFrame, keep_unmeasured: bool = False) -> pd.DataFrame:
+    """One row per dataset x autoencoder with probe rows: every ``probe_*`` score (mean over the pair's probe rows:
+    one, or one per fold for an autoencoder trained per fold), ``probe_seconds`` (their sum: the probe's whole cost
+    on the study's cache), the measured ``gap`` (RS - LS, mean over paired folds) with ``recon`` / ``latent`` bACC,
+    ``study_seconds`` (the pair's plain RS and LS cells, its dataset's plain image cells, and its cache and
+    autoencoder-training tasks: what a study of this pair costs; the cache build is counted on the study's side
+    only, as the probe reads the study's cache) and ``converged`` (every one of those cells converged).
+    ``keep_unmeasured``: keep pairs without RS / LS cells (gap NaN), as the report does.
+
+    Raises:
+        UserError: no probe rows.
+    """
     if "kind" not in rows or not (rows["kind"] == "probe").any():
-        return pd.DataFrame()
+        raise UserError("these rows hold no probe rows", "run the study with `probe: true` (docs/probe.md)")
     pr = rows[rows["kind"] == "probe"]
     score_cols = [c for c in pr.columns if c.startswith("probe_") and pd.api.types.is_numeric_dtype(pr[c])
-                  and not c.startswith("probe_seconds_") and c not in ("probe_images",)]
-    out = pr.groupby(["dataset", "autoencoder"], sort=True)[score_cols].mean().reset_index()
+                  and not c.startswith("probe_seconds") and c != "probe_images"]
+    grouped = pr.groupby(["dataset", "autoencoder"], sort=True)
+    out = grouped[score_cols].mean().join(grouped["probe_seconds"].sum()).reset_index()
     gaps = S.gap_table(rows)
-    out = out.merge(gaps[["dataset", "autoencoder", "gap", "recon", "latent"]], on=["dataset", "autoencoder"])
+    cols = ["dataset", "autoencoder", "gap", "recon", "latent"]
+    gaps = gaps[cols] if len(gaps) else pd.DataFrame(columns=cols)
+    out = out.merge(gaps, on=["dataset", "autoencoder"], how="left" if keep_unmeasured else "inner")
     res = S.results_only(rows)
     res = res[res["variant"] == "plain"] if "variant" in res else res
     conv = (res["converged"].map(S.flag).map(lambda v: v is True) if "converged" in res
@@ -33,8 +44,9 @@ def pair_table(rows: pd.DataFrame) -> pd.DataFrame:
         cells = res[(res["dataset"] == r.dataset) & ((res["autoencoder"] == r.autoencoder) | (res["space"] == "image"))]
         other = rows[(rows["dataset"] == r.dataset) & (rows["autoencoder"] == r.autoencoder)
                      & rows["kind"].isin(["fidelity", "autoencoder"])]
-        secs.append(float(cells["train_seconds"].sum()) + float(other.get("task_seconds", pd.Series(dtype=float)).sum()))
-        ok.append(bool(conv.loc[cells.index].all()))
+        secs.append(float(cells.get("train_seconds", pd.Series(dtype=float)).sum())
+                    + float(other.get("task_seconds", pd.Series(dtype=float)).sum()))
+        ok.append(bool(len(cells)) and bool(conv.loc[cells.index].all()))
     out["study_seconds"], out["converged"] = secs, ok
     return out
 
@@ -57,15 +69,20 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0)
 def validation_table(pairs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """Per probe score: Spearman rho (and CI) with the gap and with LS bACC over ``pairs`` (:func:`pair_table`),
     and the probe's compute as a fraction of the pairs' study compute (median over pairs)."""
+    pairs = pairs.dropna(subset=["gap"])
+    if len(pairs) < 3:
+        raise UserError(f"{len(pairs)} pair(s) with a measured gap and probe scores; a rank correlation needs at least 3",
+                        "run more autoencoder x dataset pairs with `probe: true`, or include unconverged pairs")
     scores = [c for c in pairs.columns if c.startswith("probe_") and c != "probe_seconds"]
     frac = float(np.median(pairs["probe_seconds"] / pairs["study_seconds"]))
     out = []
     for c in scores:
-        if pairs[c].nunique() < 2:
+        p = pairs.dropna(subset=[c])  # studies may differ in the scores they ran
+        if len(p) < 3 or p[c].nunique() < 2:
             continue
-        rg = spearman_ci(pairs[c], pairs["gap"], n_boot)
-        rl = spearman_ci(pairs[c], pairs["latent"], n_boot)
-        out.append({"score": c.removeprefix("probe_"), "n_pairs": len(pairs), "rho_gap": rg[0], "rho_gap_lo": rg[1],
+        rg = spearman_ci(p[c], p["gap"], n_boot)
+        rl = spearman_ci(p[c], p["latent"], n_boot)
+        out.append({"score": c.removeprefix("probe_"), "n_pairs": len(p), "rho_gap": rg[0], "rho_gap_lo": rg[1],
                     "rho_gap_hi": rg[2], "rho_latent": rl[0], "rho_latent_lo": rl[1], "rho_latent_hi": rl[2],
                     "compute_fraction": frac})
     return pd.DataFrame(out).sort_values("rho_gap", key=lambda s: -s.abs()).reset_index(drop=True)

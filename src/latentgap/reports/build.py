@@ -246,8 +246,9 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
         secs.append(Section("Probe scores beside the measured gap", "`latentgap probe` on each pair's cache and the "
                             "study's folds (docs/probe.md): linear / k-NN probe balanced accuracy (`*_gap` = recon − "
                             "latent), flip and shift equivariance errors of the encoder, latent high-frequency energy, "
-                            "noise sensitivity. Cost: the probe's seconds, and their share of the seconds of the pair's "
-                            "classifier cells. The scores are candidates, not a validated predictor; ρ in the figure is "
+                            "noise sensitivity. Cost: the probe's seconds on the study's cache, and their share of the "
+                            "pair's study (its plain RS and LS cells, the dataset's image cells, its cache and "
+                            "autoencoder tasks). The scores are candidates, not a validated predictor; ρ in the figure is "
                             "Spearman's over this study's pairs only.", probe,
                             images=[("probe_vs_gap", png)] if png else None))
     ex = []

@@ -386,24 +386,14 @@ PROBE_SCORES = ("linear_gap", "knn_gap", "linear_latent", "linear_recon", "equiv
 
 
 def probe_gaps(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset x autoencoder with probe rows: the measured gap RS - LS (``stats.gap_table``, NaN when the study
-    has no such pair) beside the probe's scores (mean over the probe rows of the pair: one, or one per fold for an
-    autoencoder trained per fold) and the probe's seconds against the pair's classifier cells' seconds."""
+    """Per dataset x autoencoder with probe rows: the probe's scores and seconds beside the measured gap RS - LS
+    (NaN when the study has no such pair) and the pair's study seconds (``latentgap.probe.pair_table``: one
+    definition of the cost for the report and the validation benchmark). Empty without probe rows."""
+    from ..probe.validate import pair_table
+
     if "kind" not in rows or not (rows["kind"] == "probe").any():
         return pd.DataFrame()
-    pr = rows[rows["kind"] == "probe"]
-    cols = [f"probe_{s}" for s in PROBE_SCORES if f"probe_{s}" in pr]
-    out = pr.groupby(["dataset", "autoencoder"], sort=True)[cols + ["probe_seconds"]].mean().reset_index()
-    gaps = S.gap_table(rows)
-    if len(gaps):
-        out = out.merge(gaps[["dataset", "autoencoder", "gap"]], on=["dataset", "autoencoder"], how="left")
-    else:
-        out["gap"] = np.nan
-    res = S.results_only(rows)
-    if "train_seconds" in res and len(res):
-        sec = res[res["autoencoder"].isin(out["autoencoder"])].groupby(["dataset", "autoencoder"])["train_seconds"].sum()
-        out = out.merge(sec.rename("cells_seconds").reset_index(), on=["dataset", "autoencoder"], how="left")
-    return out
+    return pair_table(rows, keep_unmeasured=True)
 
 
 def probe_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -416,7 +406,7 @@ def probe_table(rows: pd.DataFrame) -> pd.DataFrame:
     for s in PROBE_SCORES:
         if f"probe_{s}" in g:
             out[s] = [f"{x:.3f}" for x in g[f"probe_{s}"]]
-    cost = [f"{s:.0f} s" + ("" if pd.isna(c) or not c else f" ({100 * s / c:.1f} % of the cells)")
-            for s, c in zip(g["probe_seconds"], g.get("cells_seconds", pd.Series([np.nan] * len(g))))]
+    cost = [f"{s:.0f} s" + ("" if pd.isna(c) or not c else f" ({100 * s / c:.1f} % of the pair's study)")
+            for s, c in zip(g["probe_seconds"], g["study_seconds"])]
     out["probe cost"] = cost
     return out
