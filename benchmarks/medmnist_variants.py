@@ -38,7 +38,11 @@ VARIANTS = {"A": dict(views=["identity", "hflip"], resize=32),
             # ... with MedMNIST's own recipe: plain CE, 100 epochs (cosine here, step decay there), no early stop,
             # the epoch chosen by validation AUC
             "K": dict(views=["identity", "hflip"], resize=None, stem=1, loss="ce", drw_switch_epoch=None,
-                      until="epochs", epochs=100, patience=100, monitor="auc")}
+                      until="epochs", epochs=100, patience=100, monitor="auc"),
+            # ... all of MedMNIST v2's 28-px setting: full width, no augmentation at all, batch 128, no weight decay
+            "L": dict(views=["identity"], augment="none", resize=None, stem=1, loss="ce", drw_switch_epoch=None,
+                      until="epochs", epochs=100, patience=100, monitor="auc", model_kwargs={}, batch_size=128,
+                      weight_decay=0.0)}
 REF = {"auc": 0.901, "acc": 0.863}
 
 
@@ -86,6 +90,7 @@ def main() -> None:
     for v in args.variants:
         r = [x for x in runs if x["variant"] == v]
         desc = (f"views {'+'.join(VARIANTS[v]['views'])}, on-the-fly {r[0]['augment']}"
+                + (", batch 128, no weight decay" if VARIANTS[v].get("weight_decay") == 0.0 else "")
                 + (f", select on val {VARIANTS[v]['monitor']}" if "monitor" in VARIANTS[v] else "")
                 + (", full width" if VARIANTS[v].get("model_kwargs") == {} else "")
                 + (f", loss {VARIANTS[v]['loss']}" if "loss" in VARIANTS[v] else "")
