@@ -243,3 +243,21 @@ def test_validation_rho_ci_and_compute_fraction():
         pair_table(_validation_rows(gaps, noisy).query("kind != 'probe'"))
     rho, lo, hi = spearman_ci(np.arange(8), np.arange(8) ** 2, n_boot=200)
     assert rho == 1.0 and lo == pytest.approx(1.0) and hi == pytest.approx(1.0)  # monotone: every resample agrees
+
+
+def test_probe_subsampling_is_stratified_and_capped():
+    from latentgap.probe.probes import _subsample
+
+    y = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    idx = np.arange(1000)
+    sub = _subsample(idx, y, 100, seed=0)
+    assert len(sub) == 100 and np.bincount(y[sub]).tolist() == [90, 9, 1] and np.all(np.diff(sub) > 0)
+    assert _subsample(idx[:50], y, 100, seed=0) is not None and len(_subsample(idx[:50], y, 100, seed=0)) == 50
+
+
+def test_multilabel_dataset_gets_the_geometric_measures_only(tmp_path, capsys):
+    main(["probe", "--data", "phantom:n=120,size=32,classes=3,multilabel=1,imbalance=2", "--ae", "taef2", "--root", str(tmp_path),
+          "--images", "8", "--out", str(tmp_path / "p.json"), "--device", "cpu"])
+    assert "linear and k-NN probes (single-label) were skipped" in " ".join(capsys.readouterr().out.split())
+    s = json.loads((tmp_path / "p.json").read_text())[0]["scores"]
+    assert "linear_latent" not in s and {"equiv_hflip", "equiv_shift", "hf_energy", "sensitivity"} <= set(s)

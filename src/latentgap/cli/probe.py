@@ -70,6 +70,8 @@ def probe_cmd(
         table.add_row(f"seconds: {f}", *[f"{(r['encode_seconds'] if f == 'encode' else r['seconds'].get(f, 0)):.1f}"
                                           for r in rows], "cache build (reused if present)" if f == "encode" else "")
     _console.print(table)
+    for note in dict.fromkeys(n for r in rows for n in r.get("notes", [])):
+        _console.print(f"note: {note}")
     _console.print(VALIDATION)
     if out is not None:
         atomic_write_text(out, json.dumps(rows, indent=1) + "\n")

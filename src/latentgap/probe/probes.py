@@ -26,9 +26,9 @@ SPACES = ("image", "recon", "latent")
 PROBES = ("linear", "knn")
 
 
-def space_features(space: str, ds, cache, splits, fold: int, part: str) -> np.ndarray:
-    """(n, d) float32 features of ``part`` of ``fold`` in ``space`` (identity view)."""
-    idx = np.asarray(getattr(splits.folds[fold], part), dtype=np.int64)
+def space_features(space: str, ds, cache, splits, fold: int, part: str, idx: np.ndarray | None = None) -> np.ndarray:
+    """(n, d) float32 features of ``part`` of ``fold`` in ``space`` (identity view); ``idx``: a subset of the part."""
+    idx = np.asarray(getattr(splits.folds[fold], part) if idx is None else idx, dtype=np.int64)
     if space == "image":
         x = ds.load_uint8(idx).astype(np.float32) / 255.0
     elif space == "recon":
@@ -54,9 +54,21 @@ def _model(probe: str, n_train: int, dim: int, seed: int, components: int, neigh
     return make_pipeline(StandardScaler(), pca, StandardScaler(), head)
 
 
+def _subsample(idx: np.ndarray, y: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """At most ``cap`` of ``idx``, stratified by class (each class keeps its share, at least one image), sorted."""
+    if len(idx) <= cap:
+        return idx
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(idx[y[idx] == c], size=max(1, round(cap * np.mean(y[idx] == c))), replace=False)
+            for c in np.unique(y[idx])]
+    return np.sort(np.concatenate(keep))
+
+
 def probe_bacc(space: str, probe: str, ds, cache, splits, folds: list[int] | None = None, *, seed: int = 0,
-               components: int = 128, neighbours: int = 10) -> dict:
+               components: int = 128, neighbours: int = 10, max_images: int = 5000) -> dict:
     """Balanced accuracy of ``probe`` on ``space`` features, per fold and its mean, with the seconds it took.
+    ``max_images``: larger training and test parts are subsampled to this many images (stratified, seeded), so
+    that a probe stays a matter of minutes on a large dataset.
 
     Raises:
         UserError: a multi-label dataset (probes are single-label here) or an unknown space / probe.
@@ -67,9 +79,10 @@ def probe_bacc(space: str, probe: str, ds, cache, splits, folds: list[int] | Non
     y = np.asarray(ds.labels)
     t0, per_fold = time.perf_counter(), []
     for f in folds:
-        tr, te = splits.folds[f].train, splits.folds[f].test
-        xtr = space_features(space, ds, cache, splits, f, "train")
-        xte = space_features(space, ds, cache, splits, f, "test")
+        tr = _subsample(np.asarray(splits.folds[f].train), y, max_images, seed)
+        te = _subsample(np.asarray(splits.folds[f].test), y, max_images, seed)
+        xtr = space_features(space, ds, cache, splits, f, "train", tr)
+        xte = space_features(space, ds, cache, splits, f, "test", te)
         model = _model(probe, len(tr), xtr.shape[1], seed, components, neighbours).fit(xtr, y[tr])
         per_fold.append(float(balanced_accuracy_score(y[te], model.predict(xte))))
     return {"space": space, "probe": probe, "bacc": float(np.mean(per_fold)), "bacc_folds": per_fold,

@@ -93,6 +93,10 @@ def probe_scores(ds, ae, cache, splits, *, folds: list[int] | None = None, image
     scores: dict[str, float] = {}
     seconds: dict[str, float] = {}
     fold_bacc: dict[str, list[float]] = {}
+    notes = []
+    if ds.multilabel and not all(p in skip for p in PROBES):
+        skip = tuple(skip) + PROBES  # the geometric measures need no labels
+        notes.append("multi-label dataset: the linear and k-NN probes (single-label) were skipped")
     for p in PROBES:
         if p in skip:
             continue
@@ -122,4 +126,4 @@ def probe_scores(ds, ae, cache, splits, *, folds: list[int] | None = None, image
         seconds["sensitivity"] = time.perf_counter() - t
     return {"dataset": ds.name, "autoencoder": ae.info.name, "seed": seed, "images": int(len(pick)),
             "image_size": list(ds.image_size), "latent_shape": list(cache.latent_shape), "scores": scores,
-            "bacc_folds": fold_bacc, "seconds": seconds, "device": str(device)}
+            "bacc_folds": fold_bacc, "seconds": seconds, "device": str(device), "notes": notes}

@@ -38,5 +38,5 @@ def probe_task(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
     out = {f"probe_{name}": v for name, v in row["scores"].items()}
     out.update({f"probe_seconds_{fam}": v for fam, v in row["seconds"].items()})
     out.update(probe_seconds=time.perf_counter() - t0, probe_images=row["images"], probe_folds=folds or "all",
-               latent_shape=row["latent_shape"], image_size=row["image_size"])
+               latent_shape=row["latent_shape"], image_size=row["image_size"], probe_notes=row["notes"])
     return out
