@@ -65,17 +65,21 @@ def main() -> None:
     ap.add_argument("--dataset", default="breastmnist_28")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--finished-only", action="store_true", help="rebuild the record from finished runs only")
     args = ap.parse_args()
     spec = load_preset("shared-data")
     base = {**spec.train, **spec.space_train["image"]}
     runs = []
     for v in args.variants:
         for s in args.seeds:
+            run_dir = Path(args.work) / "runs" / f"{args.dataset}-{v}-s{s}"
+            if args.finished_only and not (run_dir / "result.json").exists():
+                continue
             opts = dict(VARIANTS[v])
             _force_resnet_stem(opts.pop("stem", None))
             cfg = TrainConfig(**{**base, **opts}, dataset=args.dataset, space="image", variant="plain",
                               protocol="official", seed=s, device="cpu", root=f"{args.work}/work")
-            row = run_training(cfg, Path(args.work) / "runs" / f"{args.dataset}-{v}-s{s}")
+            row = run_training(cfg, run_dir)
             runs.append({"variant": v, "seed": s, **{k: row.get(k) for k in ("auc", "acc", "bacc", "epochs", "best_epoch",
                                                                              "convergence", "augment", "views")}})
             print(json.dumps(runs[-1]), flush=True)
@@ -89,6 +93,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for v in args.variants:
         r = [x for x in runs if x["variant"] == v]
+        if not r:
+            continue
         desc = (f"views {'+'.join(VARIANTS[v]['views'])}, on-the-fly {r[0]['augment']}"
                 + (", batch 128, no weight decay" if VARIANTS[v].get("weight_decay") == 0.0 else "")
                 + (f", select on val {VARIANTS[v]['monitor']}" if "monitor" in VARIANTS[v] else "")
