@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--studies", nargs="+", required=True)
     ap.add_argument("--include-unconverged", action="store_true")
     ap.add_argument("--boot", type=int, default=2000)
+    ap.add_argument("--install", action="store_true", help="also write src/latentgap/probe/validation.json, "
+                    "which `latentgap probe` prints")
     args = ap.parse_args()
     pairs = pd.concat([pair_table(load_rows(s)).assign(study=Path(s).name) for s in args.studies], ignore_index=True)
     used = pairs if args.include_unconverged else pairs[pairs["converged"]]
@@ -54,6 +56,10 @@ def main() -> None:
     for r in pairs.itertuples():
         lines.append(f"| {r.study} | {r.dataset} | {r.autoencoder} | {100 * r.gap:.1f} | {r.latent:.3f} | {r.converged} |")
     (HERE / "probe_validation.md").write_text("\n".join(lines) + "\n")
+    if args.install:  # what `latentgap probe` prints as the validation its scores rest on
+        pkg = HERE.parent / "src" / "latentgap" / "probe" / "validation.json"
+        pkg.write_text(json.dumps({"source": "benchmarks/probe_validation.md", "n_pairs": int(len(used)),
+                                   "validation": out["validation"]}, indent=1) + "\n")
     print("\n".join(lines))
 
 

@@ -261,3 +261,18 @@ def test_multilabel_dataset_gets_the_geometric_measures_only(tmp_path, capsys):
     assert "linear and k-NN probes (single-label) were skipped" in " ".join(capsys.readouterr().out.split())
     s = json.loads((tmp_path / "p.json").read_text())[0]["scores"]
     assert "linear_latent" not in s and {"equiv_hflip", "equiv_shift", "hf_energy", "sensitivity"} <= set(s)
+
+
+def test_probe_prints_the_packaged_validation(tmp_path, monkeypatch):
+    import latentgap.cli.probe as cp
+
+    monkeypatch.setattr(cp, "VALIDATION_FILE", tmp_path / "missing.json")
+    assert cp._validation_text() == cp.VALIDATION
+    rec = {"source": "benchmarks/probe_validation.md", "n_pairs": 14,
+           "validation": [{"score": "linear_gap", "rho_gap": 0.61, "rho_gap_lo": 0.2, "rho_gap_hi": 0.85,
+                           "compute_fraction": 0.012}]}
+    (tmp_path / "v.json").write_text(json.dumps(rec))
+    monkeypatch.setattr(cp, "VALIDATION_FILE", tmp_path / "v.json")
+    text = cp._validation_text()
+    assert "14 autoencoder x dataset pairs" in text and "linear_gap" in text and "rho +0.61 [+0.20, +0.85]" in text
+    assert "(1.2 %)" in text

@@ -18,6 +18,22 @@ _console = Console()
 VALIDATION = ("Validation: none of these scores is validated yet. They are candidates; their Spearman correlation "
               "with the RS - LS gap of full, converged studies is being measured (docs/probe.md). Until then read "
               "them as descriptions of the latent space, not as a prediction of the study's verdict.")
+VALIDATION_FILE = Path(__file__).resolve().parents[1] / "probe" / "validation.json"
+
+
+def _validation_text() -> str:
+    """What the scores rest on: the packaged record of benchmarks/probe_validation.py, or the plain statement that
+    there is none."""
+    if not VALIDATION_FILE.is_file():
+        return VALIDATION
+    rec = json.loads(VALIDATION_FILE.read_text())
+    lines = [f"Validation ({rec['n_pairs']} autoencoder x dataset pairs of full, converged studies; "
+             f"{rec['source']}): Spearman rho of each score with the measured RS - LS gap [95 % bootstrap CI], "
+             "compute as a share of a study:"]
+    for v in rec["validation"]:
+        lines.append(f"  {v['score']:<14} rho {v['rho_gap']:+.2f} [{v['rho_gap_lo']:+.2f}, {v['rho_gap_hi']:+.2f}]"
+                     f"  ({100 * v['compute_fraction']:.1f} %)")
+    return "\n".join(lines)
 
 
 @app.command("probe")
@@ -72,7 +88,7 @@ def probe_cmd(
     _console.print(table)
     for note in dict.fromkeys(n for r in rows for n in r.get("notes", [])):
         _console.print(f"note: {note}")
-    _console.print(VALIDATION)
+    _console.print(_validation_text())
     if out is not None:
         atomic_write_text(out, json.dumps(rows, indent=1) + "\n")
         _console.print(f"rows written to {out}")
