@@ -228,6 +228,32 @@ def test_medvae_missing_package_error(monkeypatch):
         create_autoencoder("medvae:medvae_4_1_2d:xray")
 
 
+def test_hub_id_loads_from_the_local_cache_when_the_hub_does_not_answer(tmp_path, monkeypatch):
+    """The hub code path offline: a hub id in the Hugging Face cache (layout models--owner--name/snapshots/<rev>,
+    refs/main) loads without network retries and records its cached weights' hash; one that is not cached fails in
+    one line saying so."""
+    import huggingface_hub.constants
+
+    import latentgap.autoencoders.hub as hub
+
+    for repo, sub in (("someone--tiny-kl", None), ("someone--tiny-sub", "vae")):
+        snap = tmp_path / f"models--{repo}" / "snapshots" / ("a" * 40)
+        torch.manual_seed(0)
+        _save(AutoencoderKL(**TINY_KL).eval(), snap / sub if sub else snap)
+        (tmp_path / f"models--{repo}" / "refs").mkdir()
+        (tmp_path / f"models--{repo}" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
+    ae = create_autoencoder("someone/tiny-kl")
+    weights = tmp_path / "models--someone--tiny-kl" / "snapshots" / ("a" * 40) / "diffusion_pytorch_model.safetensors"
+    assert ae.info.weights_id == "someone/tiny-kl"
+    assert ae.info.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    sub = create_autoencoder("someone/tiny-sub/vae")  # a subfolder of a hub repo, as SD pipelines ship their VAE
+    assert sub.info.weights_id == "someone/tiny-sub/vae" and sub.info.weights_sha256 == ae.info.weights_sha256
+    with pytest.raises(UserError, match="does not answer and the model is not in the local Hugging Face cache"):
+        create_autoencoder("someone/other-kl")
+
+
 def test_registry_and_unknown_spec(tmp_path):
     for name in ("sd-vae", "sd-vae-ft-mse", "flux1-vae", "flux2-vae", "taef2", "taesd", "medvae", "kl-builtin"):
         assert name in AUTOENCODERS

@@ -77,3 +77,17 @@ def shared_data_dir() -> Path:
         if (folder / "shared" / "data").is_dir():
             return folder / "shared" / "data"
     return cwd / "shared" / "data"
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the model hub answers (False at once when ``HF_HUB_OFFLINE`` is set): a quick check so that an
+    offline machine does not spend ~50 s in the hub client's retries before falling back or failing."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

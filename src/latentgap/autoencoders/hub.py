@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..storage import hub_reachable
 from .base import weights_sha256
 
 # File names diffusers writes / looks for (diffusers.utils.constants).
@@ -34,10 +35,15 @@ def load_config(repo: str, subfolder: str | None) -> dict[str, Any]:
     # Any ConfigMixin subclass reads the same config.json; AutoencoderKL is just a concrete one.
     from diffusers import AutoencoderKL
 
+    offline = not Path(repo).exists() and not hub_reachable()
     try:
-        return dict(AutoencoderKL.load_config(repo, subfolder=subfolder))
+        return dict(AutoencoderKL.load_config(repo, subfolder=subfolder, local_files_only=offline))
     except (OSError, ValueError) as e:
         where = f"{repo}" + (f" (subfolder {subfolder})" if subfolder else "")
+        if offline:
+            raise UserError(f"cannot read the config.json of '{where}': the hub (huggingface.co) does not answer and "
+                            "the model is not in the local Hugging Face cache",
+                            "run once with internet to cache it, or download it and pass its local folder") from None
         raise UserError(
             f"cannot read a diffusers config.json from {where}: {str(e).splitlines()[0][:160]}",
             "pass a folder written by save_pretrained" if Path(repo).exists() else
@@ -46,18 +52,27 @@ def load_config(repo: str, subfolder: str | None) -> dict[str, Any]:
 
 
 def from_pretrained(cls, repo: str, subfolder: str | None):
-    """``cls.from_pretrained(repo, subfolder=...)`` in float32 with a UserError on failure."""
+    """``cls.from_pretrained(repo, subfolder=...)`` in float32 with a UserError on failure. A hub id is read from
+    the local Hugging Face cache without network retries when the hub does not answer."""
     import torch
 
+    local = Path(repo).exists()
+    offline = not local and not hub_reachable()
+    where = repo + (f"/{subfolder}" if subfolder else "")
     try:
         # low_cpu_mem_usage needs `accelerate`; without it diffusers falls back anyway, with a long warning
         low_mem = importlib.util.find_spec("accelerate") is not None
-        return cls.from_pretrained(repo, subfolder=subfolder, torch_dtype=torch.float32, low_cpu_mem_usage=low_mem)
+        return cls.from_pretrained(repo, subfolder=subfolder, torch_dtype=torch.float32, low_cpu_mem_usage=low_mem,
+                                   local_files_only=offline)
     except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"cannot load {cls.__name__} weights from {repo}"
-                        + (f"/{subfolder}" if subfolder else "") + f": {str(e).splitlines()[0][:200]}",
+        if offline:
+            raise UserError(f"cannot load {cls.__name__} '{where}': the hub (huggingface.co) does not answer and the "
+                            "model is not in the local Hugging Face cache",
+                            "run once with internet to cache it, or download it and pass its local folder") from None
+        raise UserError(f"cannot load {cls.__name__} weights from {where}: {str(e).splitlines()[0][:200]}",
                         "check that the folder holds config.json plus matching weights (save_pretrained output)"
-                        ) from None
+                        if local else "check the hub id and your internet connection, or download the model and "
+                        "pass its local folder") from None
 
 
 def weight_files(repo: str, subfolder: str | None) -> list[Path]:
@@ -68,8 +83,8 @@ def weight_files(repo: str, subfolder: str | None) -> list[Path]:
         return [folder / n for n in _WEIGHT_NAMES if (folder / n).is_file()][:1]
     from huggingface_hub import try_to_load_from_cache
 
-    for name in _WEIGHT_NAMES:
-        hit = try_to_load_from_cache(repo, name, subfolder=subfolder)
+    for name in _WEIGHT_NAMES:  # the cache addresses files by their path in the repo
+        hit = try_to_load_from_cache(repo, f"{subfolder}/{name}" if subfolder else name)
         if isinstance(hit, str):
             return [Path(hit)]
     return []

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import warnings
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..storage import hub_reachable
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -175,17 +174,6 @@ def _adapt_resnet(model: nn.Module, input_size: int) -> dict:
 
 # ----------------------------------------------------------------------------- pretrained weights
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick check so that an offline machine does not spend ~50 s in hub retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _cached_hub_file(name: str) -> str | None:
     """Path of the ImageNet weights of ``name`` in the local Hugging Face cache, if any."""
     from huggingface_hub import try_to_load_from_cache
@@ -219,7 +207,7 @@ def _build_backbone(name: str, in_chans: int, pretrained, **kw) -> tuple[nn.Modu
     if cached:
         return (build(pretrained=True, pretrained_cfg_overlay={"file": cached}),
                 {"pretrained": True, "pretrained_reason": "imagenet (local hub cache)"})
-    if _hub_reachable():
+    if hub_reachable():
         try:
             return build(pretrained=True), {"pretrained": True, "pretrained_reason": "imagenet (hub)"}
         except Exception as e:  # hub answered but the file could not be fetched
