@@ -170,14 +170,13 @@ def test_grid_adds_one_probe_task_per_pair():
 
 @pytest.mark.usefixtures("one_thread")
 def test_study_probe_rows_and_report_section(tmp_path):
-
-
     from latentgap.reports import build_report
+    from latentgap.reports.build import load_rows
     from latentgap.study import run_study, spec_from_dict
 
     summary = run_study(spec_from_dict(PROBE_SPEC), tmp_path, echo=lambda *_: None)
     assert summary.ok, summary
-    rows = pd.DataFrame([json.loads(p.read_text()) for p in (tmp_path / "rows").glob("*.json")])
+    rows = load_rows(tmp_path)
     pr = rows[rows["kind"] == "probe"]
     assert len(pr) == 2 and set(pr["probe_images"]) == {16} and (pr["probe_seconds"] > 0).all()
     assert pr["probe_linear_gap"].to_numpy() == pytest.approx((pr["probe_linear_recon"] - pr["probe_linear_latent"]).to_numpy())

@@ -8,6 +8,7 @@ name in the same directory and is renamed into place (``os.replace`` is atomic o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -81,11 +82,17 @@ def shared_data_dir() -> Path:
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     """Whether the model hub answers (False at once when ``HF_HUB_OFFLINE`` is set): a quick check so that an
-    offline machine does not spend ~50 s in the hub client's retries before falling back or failing."""
-    import socket
-
+    offline machine does not spend ~50 s in the hub client's retries before falling back or failing. The network
+    is asked once per process (loading one model reads its config and its weights)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
         return False
+    return _answers(host, timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _answers(host: str, timeout: float) -> bool:
+    import socket
+
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True

@@ -30,20 +30,29 @@ def split_hub_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+def _offline(repo: str) -> bool:
+    """A hub id (not a local folder) while the hub does not answer: read it from the local cache only."""
+    return not Path(repo).exists() and not hub_reachable()
+
+
+def _not_cached(what: str, where: str) -> UserError:
+    return UserError(f"cannot load {what} '{where}': the hub (huggingface.co) does not answer and the model is not in "
+                     "the local Hugging Face cache",
+                     "run once with internet to cache it, or download it and pass its local folder")
+
+
 def load_config(repo: str, subfolder: str | None) -> dict[str, Any]:
     """The model's ``config.json`` (local or hub) as a dict; a clear UserError when it is not there."""
     # Any ConfigMixin subclass reads the same config.json; AutoencoderKL is just a concrete one.
     from diffusers import AutoencoderKL
 
-    offline = not Path(repo).exists() and not hub_reachable()
+    offline = _offline(repo)
     try:
         return dict(AutoencoderKL.load_config(repo, subfolder=subfolder, local_files_only=offline))
     except (OSError, ValueError) as e:
         where = f"{repo}" + (f" (subfolder {subfolder})" if subfolder else "")
         if offline:
-            raise UserError(f"cannot read the config.json of '{where}': the hub (huggingface.co) does not answer and "
-                            "the model is not in the local Hugging Face cache",
-                            "run once with internet to cache it, or download it and pass its local folder") from None
+            raise _not_cached("the config.json of", where) from None
         raise UserError(
             f"cannot read a diffusers config.json from {where}: {str(e).splitlines()[0][:160]}",
             "pass a folder written by save_pretrained" if Path(repo).exists() else
@@ -56,8 +65,7 @@ def from_pretrained(cls, repo: str, subfolder: str | None):
     the local Hugging Face cache without network retries when the hub does not answer."""
     import torch
 
-    local = Path(repo).exists()
-    offline = not local and not hub_reachable()
+    local, offline = Path(repo).exists(), _offline(repo)
     where = repo + (f"/{subfolder}" if subfolder else "")
     try:
         # low_cpu_mem_usage needs `accelerate`; without it diffusers falls back anyway, with a long warning
@@ -66,9 +74,7 @@ def from_pretrained(cls, repo: str, subfolder: str | None):
                                    local_files_only=offline)
     except (OSError, ValueError, RuntimeError) as e:
         if offline:
-            raise UserError(f"cannot load {cls.__name__} '{where}': the hub (huggingface.co) does not answer and the "
-                            "model is not in the local Hugging Face cache",
-                            "run once with internet to cache it, or download it and pass its local folder") from None
+            raise _not_cached(cls.__name__, where) from None
         raise UserError(f"cannot load {cls.__name__} weights from {where}: {str(e).splitlines()[0][:200]}",
                         "check that the folder holds config.json plus matching weights (save_pretrained output)"
                         if local else "check the hub id and your internet connection, or download the model and "

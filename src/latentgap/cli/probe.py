@@ -58,17 +58,15 @@ def probe_cmd(
     """Cheap candidate scores of how learnable each autoencoder's latent space is on `--data`, in minutes on a
     CPU: linear / k-NN probes on images, reconstructions and latents (the study's folds), equivariance errors
     under flips and shifts, latent high-frequency energy and noise sensitivity. Repeat --ae to compare."""
-    from ..probe import meaning, run_probe
+    from ..errors import UserError
+    from ..probe import FAMILIES, meaning, run_probe
     from ..storage import atomic_write_text
 
     families = tuple(s.strip() for s in skip.split(",") if s.strip())
-    unknown = [s for s in families if s not in ("linear", "knn", "equivariance", "spectral", "sensitivity")]
+    unknown = [s for s in families if s not in FAMILIES]
     if unknown:
-        from ..errors import UserError
-        raise UserError(f"unknown score family '{unknown[0]}' in --skip",
-                        "use linear, knn, equivariance, spectral or sensitivity")
+        raise UserError(f"unknown score family '{unknown[0]}' in --skip", f"use {', '.join(FAMILIES)}")
     if cache_dir is not None and len(ae) > 1:
-        from ..errors import UserError
         raise UserError("--cache names one autoencoder's cache, but several --ae were given", "probe one --ae with --cache")
     rows = [run_probe(data, a, _root(root), k=folds, seed=seed, val_fraction=val_fraction, images=images, resize=resize,
                       grey_to_rgb=grey_to_rgb, dtype=dtype, cache=cache_dir, device=device, skip=families) for a in ae]

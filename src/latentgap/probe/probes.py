@@ -26,20 +26,16 @@ SPACES = ("image", "recon", "latent")
 PROBES = ("linear", "knn")
 
 
-def space_features(space: str, ds, cache, splits, fold: int, part: str, idx: np.ndarray | None = None) -> np.ndarray:
-    """(n, d) float32 features of ``part`` of ``fold`` in ``space`` (identity view); ``idx``: a subset of the part."""
-    idx = np.asarray(getattr(splits.folds[fold], part) if idx is None else idx, dtype=np.int64)
-    if space == "image":
-        x = ds.load_uint8(idx).astype(np.float32) / 255.0
-    elif space == "recon":
-        x = np.asarray(cache.recon[idx], dtype=np.float32) / 255.0
-    elif space == "latent":
-        mean, std = cache.fold_stats(splits, fold)
-        z = np.asarray(cache.latents[idx], dtype=np.float32)
-        x = (z - mean[None, :, None, None]) / std[None, :, None, None]
-    else:
-        raise UserError(f"unknown space '{space}'", f"use one of: {', '.join(SPACES)}")
-    return x.reshape(len(idx), -1)
+def space_features(space: str, ds, cache, splits, fold: int, part: str,
+                   positions: np.ndarray | None = None) -> np.ndarray:
+    """(n, d) float32 features of ``part`` of ``fold`` in ``space`` (identity view), flattened from exactly the inputs
+    a classifier of that space gets (``latents.space_dataset``: [0, 1] pixels, latents in the fold's channel
+    normalisation); ``positions``: a subset of the part (positions in it), default all."""
+    from ..latents import space_dataset
+
+    sd = space_dataset(space, ds, cache, splits, fold, part)
+    x, _ = sd.get_batch(np.arange(len(sd)) if positions is None else positions)
+    return x.flatten(1).numpy()
 
 
 def _model(probe: str, n_train: int, dim: int, seed: int, components: int, neighbours: int):
@@ -55,6 +51,7 @@ def _model(probe: str, n_train: int, dim: int, seed: int, components: int, neigh
 
 
 def _subsample(idx: np.ndarray, y: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    # y is indexed by idx (labels of a whole dataset for dataset indices, or of a part for positions in it)
     """At most ``cap`` of ``idx``, stratified by class (each class keeps its share, at least one image), sorted."""
     if len(idx) <= cap:
         return idx
@@ -79,11 +76,12 @@ def probe_bacc(space: str, probe: str, ds, cache, splits, folds: list[int] | Non
     y = np.asarray(ds.labels)
     t0, per_fold = time.perf_counter(), []
     for f in folds:
-        tr = _subsample(np.asarray(splits.folds[f].train), y, max_images, seed)
-        te = _subsample(np.asarray(splits.folds[f].test), y, max_images, seed)
+        ytr, yte = y[splits.folds[f].train], y[splits.folds[f].test]
+        tr = _subsample(np.arange(len(ytr)), ytr, max_images, seed)  # positions in the part
+        te = _subsample(np.arange(len(yte)), yte, max_images, seed)
         xtr = space_features(space, ds, cache, splits, f, "train", tr)
         xte = space_features(space, ds, cache, splits, f, "test", te)
-        model = _model(probe, len(tr), xtr.shape[1], seed, components, neighbours).fit(xtr, y[tr])
-        per_fold.append(float(balanced_accuracy_score(y[te], model.predict(xte))))
+        model = _model(probe, len(tr), xtr.shape[1], seed, components, neighbours).fit(xtr, ytr[tr])
+        per_fold.append(float(balanced_accuracy_score(yte[te], model.predict(xte))))
     return {"space": space, "probe": probe, "bacc": float(np.mean(per_fold)), "bacc_folds": per_fold,
             "seconds": time.perf_counter() - t0}

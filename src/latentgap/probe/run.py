@@ -11,6 +11,9 @@ import torch
 from .measures import equivariance_error, high_frequency_energy, latent_sensitivity, unrelated_distance
 from .probes import PROBES, SPACES, probe_bacc
 
+# the score families `skip` can leave out
+FAMILIES = PROBES + ("equivariance", "spectral", "sensitivity")
+
 # score -> what it means (printed by `latentgap probe` and written to docs/probe.md)
 MEANING: dict[str, str] = {
     "linear_{s}": "balanced accuracy of a linear probe (PCA + class-weighted logistic regression) on {s}",

@@ -397,7 +397,7 @@ def probe_gaps(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def probe_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Display form of :func:`probe_gaps`: gap in points, scores to 3 decimals, cost as a share of the pair's cells."""
+    """Display form of :func:`probe_gaps`: gap in points, scores to 3 decimals, cost as a share of the pair's study."""
     g = probe_gaps(rows)
     if not len(g):
         return g

@@ -113,9 +113,7 @@ def train_cell(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
         extra["distill_teacher"] = str(inputs.path(inputs["teacher"]["run_dir"]))
     if "synthetic" in inputs:  # a utility cell: the fold's synthetic dataset is (part of) the training data
         extra["synthetic"] = str(inputs.path(inputs["synthetic"]["synthetic_dir"]))
-    ae = None
-    if pair is not None:  # the study-trained weights folder (inside the study) or the entry's name / path
-        ae = str(inputs.path(pair["ae_spec"])) if pair["ae_in_study"] else pair["ae_spec"]
+    ae = inputs.pair_autoencoder() if pair is not None else None
     cache = open_cache(inputs.path(pair["cache_dir"])) if pair is not None else None
     if cfg["variant"] == "matched":  # a patch stem of the autoencoder's factor: images reach the latent grid
         extra["stem_patch"] = _latent_factor(cache)

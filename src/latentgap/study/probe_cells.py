@@ -28,7 +28,7 @@ def probe_task(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, 
     ds = open_dataset(cfg["dataset"], resize=resize_for(c, cfg["dataset"]))
     cache = open_cache(inputs.path(pair["cache_dir"]))
     dev = resolve_device(cfg["device"])
-    ae = create_autoencoder(str(inputs.path(pair["ae_spec"])) if pair.get("ae_in_study") else pair["ae_spec"], device=dev)
+    ae = create_autoencoder(inputs.pair_autoencoder(), device=dev)
     k, seed = cfg["k"], cfg["split_seed"]
     splits = load_or_make_splits(splits_path(inputs.root, ds, "kfold", k, seed), ds, protocol="kfold", k=k,
                                  seed=seed, val_fraction=cfg["val_fraction"])

@@ -17,10 +17,6 @@ from .spec import resize_for
 from .tasks import Inputs, register_task
 
 
-def _ae(pair: dict, inputs: Inputs) -> str:
-    return str(inputs.path(pair["ae_spec"])) if pair["ae_in_study"] else pair["ae_spec"]
-
-
 @register_task("synth-train", row_kind="generator")
 def synth_train_task(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict[str, Any]:
     from ..data import open_dataset
@@ -30,7 +26,7 @@ def synth_train_task(cfg: dict[str, Any], run_dir: Path, inputs: Inputs) -> dict
     from ..train.run import open_splits
 
     c, pair = cfg["cache"], inputs["pair"]
-    scfg = SynthConfig(**cfg["train"], dataset=cfg["dataset"], autoencoder=_ae(pair, inputs), fold=cfg["fold"],
+    scfg = SynthConfig(**cfg["train"], dataset=cfg["dataset"], autoencoder=inputs.pair_autoencoder(), fold=cfg["fold"],
                        k=cfg["k"], split_seed=cfg["split_seed"], val_fraction=cfg["val_fraction"],
                        views=c.get("views", ["identity"]), resize=resize_for(c, cfg["dataset"]), dtype=c["dtype"],
                        grey_to_rgb=c["grey_to_rgb"], device=cfg["device"], root=str(inputs.root))

@@ -87,6 +87,12 @@ class Inputs(dict):
     def path(self, relative: str) -> Path:
         return self.root / relative
 
+    def pair_autoencoder(self) -> str:
+        """What ``create_autoencoder`` loads for the ``pair`` input: the study-trained weights folder (inside the
+        study) or the entry's name / hub id / path, as its ``prepare`` row recorded."""
+        pair = self["pair"]
+        return str(self.path(pair["ae_spec"])) if pair["ae_in_study"] else pair["ae_spec"]
+
 
 def row_path(study_dir: Path, task_hash: str) -> Path:
     return Path(study_dir) / "rows" / f"{task_hash}.json"
