@@ -305,6 +305,22 @@ def test_seg_cli_trains_with_taef2_latents_then_evaluates_and_predicts_resized_f
     with pytest.raises(SystemExit):
         main(["seg", "predict", "--model", str(run), "--data", str(images_only), "--out", str(tmp_path / "pr")])
     assert "never overwritten" in capsys.readouterr().err
+    # a synthetic classification set (latentgap synth sample's layout): its images can be segmented, but it has
+    # no masks to train or evaluate on
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    np.savez(syn / "images.npz", train_images=_discs(n=4, seed=7).images, train_labels=np.zeros((4, 1), np.int64))
+    (syn / "synthetic.json").write_text(json.dumps({"source": "synthetic", "dataset": "discs", "fold": 0,
+                                                    "generator": "g"}))
+    main(["seg", "predict", "--model", str(run), "--data", str(syn), "--out", str(tmp_path / "ps"), "--device", "cpu"])
+    assert json.loads((tmp_path / "ps" / "predict.json").read_text())["files"][:2] == ["synthetic-000000",
+                                                                                       "synthetic-000001"]
+    for cmd in (["seg", "eval", "--model", str(run), "--out", str(tmp_path / "es")],
+                ["seg", "train", "--method", "unet", "--out", str(tmp_path / "ts")]):
+        with pytest.raises(SystemExit):
+            main([*cmd, "--data", str(syn)])
+        assert "synthetic classification dataset (latentgap synth sample): it has class labels but no masks" in \
+            capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -114,13 +114,17 @@ def test_cancelled_job_is_reported_failed(slurm, tmp_path):
 
 
 def test_synthesis_tasks_run_as_slurm_array_tasks_like_locally(slurm, tmp_path):
-    """Generator training and sampling (registered task kinds with real training) give the same rows on Slurm as
-    in-process: same final loss, same synthetic counts."""
+    """Generator training and guided, filtered sampling (registered task kinds with real training; the sampler
+    loads the fold's noise-conditioned guide and plain latent filter handed down by other array tasks) give the
+    same rows on Slurm as in-process: same final loss, same synthetic counts and acceptance."""
     kw = dict(datasets=["phantom:n=60,size=32,classes=2,imbalance=1"], spaces=["latent"], folds=[0],
+              variants=["plain", "noise-conditioned"],
               cache={"dtype": "float32"}, device="cpu", examples=0,
               train={"epochs": 1, "batch_size": 16, "pretrained": "false", "drw_switch_epoch": 0,
                      "model": "convnext_atto", "model_kwargs": {"dims": [8, 16, 32, 64]}},
-              synth={"train": {"steps": 3, "batch_size": 8, "checkpoint_every": 3}, "sample": {"per_class": 2, "steps": 2}})
+              synth={"train": {"steps": 3, "batch_size": 8, "checkpoint_every": 3},
+                     "sample": {"per_class": 2, "steps": 2, "guide": True, "guide_scale": 1.0, "filter": True,
+                                "threshold": 0.0}})
     local = run_study(_spec({"kind": "local"}, **kw), tmp_path / "local", echo=lambda *_: None)
     s = run_study(_spec({"kind": "slurm", "poll_seconds": 1, "slurm": {**SLURM, "mem_gb": 1.5, "time_min": 10}}, **kw),
                   tmp_path / "slurm", echo=lambda *_: None, live=False)
@@ -128,10 +132,12 @@ def test_synthesis_tasks_run_as_slurm_array_tasks_like_locally(slurm, tmp_path):
 
     def synth_rows(study):
         rows = [r for r in _rows(study).values() if r["kind"] in ("generator", "synthetic")]
-        keep = ("kind", "fold", "final_loss", "n", "counts", "steps", "n_train", "config_hash")
+        keep = ("kind", "fold", "final_loss", "n", "counts", "steps", "n_train", "config_hash", "guided", "filtered",
+                "acceptance")
         return sorted((tuple((k, json.dumps(r.get(k))) for k in keep) for r in rows))
 
     assert len(synth_rows(tmp_path / "slurm")) == 2 and synth_rows(tmp_path / "slurm") == synth_rows(tmp_path / "local")
+    assert all(r["guided"] and r["filtered"] for r in _rows(tmp_path / "slurm").values() if r["kind"] == "synthetic")
 
 
 def test_a_refused_submission_is_one_line(slurm, tmp_path, capsys):

@@ -137,7 +137,10 @@ class _LinearGuide:
         torch.manual_seed(5)
         lin = torch.nn.Linear(c * h * w, k)
         self.model = lambda z, sigma: lin(z.flatten(1))
-        self.config = SimpleNamespace(noise_cond=True, dataset="toy", noise_timesteps=1000)
+        from latentgap.train.config import TrainConfig
+
+        noise = {k: f.default for k, f in TrainConfig.model_fields.items() if k.startswith("noise_")}
+        self.config = SimpleNamespace(**{**noise, "noise_cond": True, "dataset": "toy"})
         self.inputs = {**gen.inputs, "space": "latent"}
 
 
@@ -217,6 +220,26 @@ def test_sampling_errors_name_the_fix(tiny_gens, tmp_path):
     guide.config.noise_cond = False
     with pytest.raises(UserError, match="no noise conditioning"):
         sample(gen, torch.tensor([0]), steps=2, guide=guide, guide_scale=1.0)
+    c = gen.inputs["latent_shape"][0]
+    for change, match in (({"space": "image"}, "not a latent-space classifier"),
+                          ({"normalisation": {"mean": [0.0] * c, "std": [2.0] * c}}, "normalises latents differently"),
+                          ({"normalisation": {"mean": [0.0], "std": [1.0]}}, "normalises latents differently")):
+        other = _LinearGuide(gen, 2)
+        other.inputs = {**other.inputs, **change}
+        with pytest.raises(UserError, match=match):
+            sample(gen, torch.tensor([0]), steps=2, guide=other, guide_scale=1.0)
+    half = _LinearGuide(gen, 2)
+    half.config.noise_max_fraction = 0.5
+    with pytest.raises(UserError, match="saw only the first 50% of its noise schedule"):
+        sample(gen, torch.tensor([0]), steps=2, guide=half, guide_scale=1.0)
+    lin = _LinearGuide(tiny_gens["vpred"], 2)
+    lin.config.noise_schedule, lin.config.noise_beta_start, lin.config.noise_beta_end = "linear", 0.0001, 0.02
+    with pytest.raises(UserError, match="another noise schedule than the generator"):
+        sample(tiny_gens["vpred"], torch.tensor([0]), steps=2, guide=lin, guide_scale=1.0)
+    sample(gen, torch.tensor([0]), steps=2, guide=lin, guide_scale=1.0)  # flow: any schedule reaching pure noise
+    lin.config.noise_beta_end = 0.002  # abar_T = 0.37: sigma never above 0.8
+    with pytest.raises(UserError, match="never saw latents noisier than"):
+        sample(gen, torch.tensor([0]), steps=2, guide=lin, guide_scale=1.0)
     other = _LinearGuide(gen, 2)
     other.inputs = {**other.inputs, "fold": 2}
     with pytest.raises(UserError, match="another fold"):

@@ -98,10 +98,17 @@ def _open_images(data: str):
     """A segmentation dataset, or for predict a folder of images alone (``<folder>/images`` or the folder itself)."""
     import numpy as np
 
+    from ..data.synthetic import is_synthetic_folder, open_synthetic
     from ..errors import UserError
     from ..seg.data import IMAGE_EXT, SegDataset, _read, open_seg_dataset
 
     p = Path(data)
+    if p.is_dir() and is_synthetic_folder(p):  # a synthetic dataset's decoded images, named by their row
+        syn = open_synthetic(p)
+        arr = syn.load_uint8(np.arange(len(syn)))
+        arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+        names = [f"synthetic-{i:06d}" for i in range(len(arr))]
+        return SegDataset(syn.name, arr, np.zeros(arr.shape[:3], np.uint8), source=str(p)), names, False
     if p.is_dir() and not (p / "masks").is_dir():
         d = p / "images" if (p / "images").is_dir() else p
         files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXT)
@@ -173,10 +180,13 @@ def seg_eval_cmd(
     on a labelled set."""
     from ..errors import UserError
     from ..seg.apply import evaluate_model, load_seg_model, save_overlays
+    from ..seg.data import open_seg_dataset
     from ..storage import atomic_write_json
 
     m = load_seg_model(model, device)
     ds, _, has_masks = _open_images(data)
+    if not has_masks and Path(data).is_dir():
+        open_seg_dataset(data)  # names the problem (a synthetic classification set, no masks/ folder, ...)
     if not has_masks:
         raise UserError(f"{data} has no masks", "give a folder with images/ and masks/, a .npz or a CSV (or use seg predict)")
     row, pred, ds = evaluate_model(m, ds, samples=samples, steps=steps, sampler=sampler, seed=seed)

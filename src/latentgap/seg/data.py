@@ -104,6 +104,12 @@ def open_seg_dataset(spec: str | os.PathLike, *, num_classes: int = 2) -> SegDat
     if path.suffix == ".npz":
         return _from_npz(path, num_classes)
     if path.is_dir():
+        from ..data.synthetic import is_synthetic_folder
+
+        if is_synthetic_folder(path):
+            raise UserError(f"{path} is a synthetic classification dataset (latentgap synth sample): it has class labels "
+                            "but no masks", "train and evaluate segmenters on image + mask pairs; `latentgap seg "
+                            "predict --data` takes a synthetic folder to segment its images")
         return _from_folder(path, num_classes)
     if path.suffix == ".csv":
         return _from_csv(path, num_classes)

@@ -120,21 +120,39 @@ def check_classifier(run, gen: Generator, purpose: str) -> None:
                             "train the classifier on the generator's dataset, autoencoder and fold (same --folds, "
                             "--split-seed)")
     have, want = rec.get("normalisation") or {}, g.get("normalisation") or {}
-    if not (np.allclose(have.get("mean", []), want.get("mean", []), atol=1e-6)
-            and np.allclose(have.get("std", []), want.get("std", []), atol=1e-6)):
+    same = [np.shape(have.get(k, [])) == np.shape(want.get(k, []))
+            and np.allclose(have.get(k, []), want.get(k, []), atol=1e-6) for k in ("mean", "std")]
+    if not all(same):
         raise UserError(f"the {where} normalises latents differently from the generator",
                         "use a classifier whose run normalises with the same fold's training statistics")
     if purpose == "guidance":
         if not run.config.noise_cond:
             raise UserError(f"the {where} has no noise conditioning and cannot read noisy latents",
                             "train the guide with --noise-cond (FiLM on the noise level)")
-        if gen.config.objective == "vpred":
-            s = gen.objective.schedule
-            ref = VPrediction().schedule
-            if (run.config.noise_timesteps != s.num_train_timesteps
-                    or not torch.allclose(ref.abar.cpu(), s.abar.cpu())):
-                raise UserError(f"the {where} was trained on another noise schedule than the generator",
-                                "train the guide with the default noise schedule (scaled_linear, 1000 steps)")
+        _check_forward_process(run.config, gen, where)
+
+
+def _check_forward_process(cfg, gen: Generator, where: str) -> None:
+    """The guide must have been trained on the noise the sampler produces: the generator's VP schedule for
+    v-prediction, and for flow matching a schedule that reaches (almost) pure noise; over the whole range."""
+    from ..diffusion.schedule import NoiseSchedule
+
+    if cfg.noise_max_fraction < 1:
+        raise UserError(f"the {where} saw only the first {cfg.noise_max_fraction:.0%} of its noise schedule, but the "
+                        "sampler starts from pure noise", "train the guide with noise_max_fraction 1 (the default)")
+    theirs = NoiseSchedule(cfg.noise_timesteps, cfg.noise_schedule, cfg.noise_beta_start, cfg.noise_beta_end)
+    if gen.config.objective == "vpred":
+        ours = gen.objective.schedule
+        if cfg.noise_timesteps != ours.num_train_timesteps or not torch.allclose(theirs.abar, ours.abar.cpu()):
+            raise UserError(f"the {where} was trained on another noise schedule than the generator "
+                            f"({cfg.noise_schedule} {cfg.noise_beta_start}..{cfg.noise_beta_end}, "
+                            f"{cfg.noise_timesteps} steps)",
+                            "train the guide with the generator's schedule (the defaults: scaled_linear "
+                            "0.00085..0.012, 1000 steps)")
+    elif float((1 - theirs.abar[-1]).sqrt()) < 0.99:
+        raise UserError(f"the {where} never saw latents noisier than sigma = {float((1 - theirs.abar[-1]).sqrt()):.3f}, "
+                        "but flow sampling starts from pure noise (sigma = 1)",
+                        "train the guide with a schedule that ends near pure noise (the default scaled_linear does)")
 
 
 def _log_prob_grad(run, z_vp: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
