@@ -275,9 +275,12 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
     meta = [f"{len(res)} result rows, {int((rows['kind'] == 'fidelity').sum())} fidelity rows"]
     if (rows["kind"] == "autoencoder").any():
         meta.append(f"{int((rows['kind'] == 'autoencoder').sum())} autoencoders trained by the study")
-    for key in ("pretrained", "image_size", "epochs", "device"):
+    for key in ("pretrained", "image_size", "device"):
         if key in res and res[key].notna().any():
             meta.append(f"{key}: {', '.join(sorted(set(map(str, res[key].dropna()))))}")  # values may be lists
+    if "epochs" in res and res["epochs"].notna().any():  # trained epochs (cells stop at their own point)
+        lo, hi = int(res["epochs"].min()), int(res["epochs"].max())
+        meta.append(f"epochs trained: {lo}" + (f"–{hi}" if hi > lo else ""))
     # the report opens with the findings, then what was run
     first = sum(1 for sec in secs[:2] if sec.title in ("Warning", "Findings"))
     secs.insert(first, Section("Study", "; ".join(meta) + "."))
