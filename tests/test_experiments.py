@@ -20,12 +20,14 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 ISIC_ROWS = BENCH / "isic_taef2" / "rows"            # 5 arms x 5 folds, one JSON per run
 ISIC_RESULTS = BENCH / "isic_taef2" / "results.md"
-SHARED_ROWS = BENCH / "shared-data" / "rows.csv"     # 85 result + 6 fidelity + 3 autoencoder rows
+SHARED_ROWS = BENCH / "shared-data" / "rows.csv"     # 72 result + 4 fidelity + 4 probe rows (gap protocol)
+OLD_SHARED_ROWS = BENCH / "isic_taef2" / "shared-data-2026-11-22-rows.csv"  # the superseded 3-epoch study
 SHARED_REPORT = BENCH / "shared-data" / "report.md"
 # arm -> (space, variant) of its rows
 ISIC_ARMS = {"IS": ("image", "plain"), "RS": ("recon", "plain"), "LS": ("latent", "plain"),
              "LS+noise": ("latent", "noise-conditioned"), "LS+distill": ("latent", "distilled")}
-N_IMAGES = {"isic_skin8_64": 2118, "busi_128": 780, "pneumoniamnist_28": 5856}  # = the fidelity rows' n
+N_IMAGES = {"isic_skin8_64": 2118, "busi_128": 780, "pneumoniamnist_28": 5856,
+            "breastmnist_28": 780}  # = the fidelity rows' n
 
 
 def _load(name: str, path: Path):
@@ -157,7 +159,7 @@ def test_results_md_table_equals_numpy_over_the_rows():
             _assert_mean_std(cell, [r[key] for r in sel], d)
 
 
-def _shared_rows() -> list[dict]:
+def _shared_rows(path: Path = SHARED_ROWS) -> list[dict]:
     """rows.csv as dicts: numbers as numbers, JSON lists as lists, empty cells as None."""
     def parse(v: str):
         if v == "":
@@ -169,67 +171,83 @@ def _shared_rows() -> list[dict]:
         except ValueError:
             return v
 
-    with SHARED_ROWS.open(newline="") as fh:
+    with path.open(newline="") as fh:
         return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
+def _shared_cells(rows) -> dict:
+    cells = defaultdict(list)
+    for r in (r for r in rows if r["kind"] == "result"):
+        cells[(r["dataset"], r["autoencoder"], r["space"], r["variant"])].append(r)
+    return cells
+
+
 def test_shared_data_rows_are_complete_and_consistent():
-    """shared-data/rows.csv: the 94 rows of the study (README), every result row consistent with its own
-    per-class figures, 5 folds per cell, and every image tested once per cell."""
+    """shared-data/rows.csv (README): 4 datasets x 6 cells (IS, RS, LS, the IS baseline, IS/RS matched) x 3 folds,
+    every row consistent with its own per-class figures, every image tested once per cell, all by one code version,
+    converged flags as the README states (69 of 72)."""
     assert SHARED_ROWS.is_file() and SHARED_ROWS.stat().st_size > 0
     rows = _shared_rows()
     kinds = defaultdict(int)
     for r in rows:
         kinds[r["kind"]] += 1
-    assert dict(kinds) == {"autoencoder": 3, "fidelity": 6, "result": 85}
+    assert dict(kinds) == {"fidelity": 4, "probe": 4, "result": 72}
     for r in rows:
         if r["kind"] == "fidelity":  # PSNR/SSIM over every image of the dataset
             assert r["n"] == N_IMAGES[r["dataset"]] and 0 < r["ssim_mean"] <= 1 and r["psnr_mean"] > 0
-    cells = defaultdict(list)
-    for r in (r for r in rows if r["kind"] == "result"):
+    results = [r for r in rows if r["kind"] == "result"]
+    assert len({r["code_version"] for r in results}) == 1
+    for r in results:
         _check_result_row(r, N_IMAGES[r["dataset"]])
-        assert r["k"] == 5 and r["pretrained"] == "False" and r["epochs"] == 3
-        assert (r["autoencoder"] == "none") == (r["space"] == "image")
-        cells[(r["dataset"], r["autoencoder"], r["space"], r["variant"])].append(r)
-    assert len(cells) == 17  # 3 datasets x (IS + 2 AEs x {RS, LS}) + LS noise/distill on ISIC-8 x TAEF2
+        assert r["k"] == 3 and r["pretrained"] == "False" and r["epochs"] <= 40
+        # the baseline recipe runs its one-cycle schedule to the end; every other cell stops at its own point
+        assert r["until"] == ("epochs" if r["variant"] == "baseline" else "converged")
+        assert (r["autoencoder"] == "none") == (r["space"] == "image" and r["variant"] != "matched")
+    assert sum(r["converged"] in ("True", True) for r in results) == 69
+    cells = _shared_cells(rows)
+    assert len(cells) == 24
     for key, sel in cells.items():
-        assert sorted(r["fold"] for r in sel) == [0, 1, 2, 3, 4], key
+        assert sorted(r["fold"] for r in sel) == [0, 1, 2], key
         assert sum(r["n_test"] for r in sel) == N_IMAGES[key[0]], key
 
 
-def test_shared_data_tables_equal_numpy_over_rows_csv():
-    """report.md's main table and paired-test mean differences, and the re-run table in isic_taef2/results.md,
-    recomputed from rows.csv with numpy."""
-    cells = defaultdict(list)
-    for r in _shared_rows():
-        if r["kind"] == "result":
-            cells[(r["dataset"], r["autoencoder"], r["space"], r["variant"])].append(r)
+def test_shared_data_tables_equal_numpy_and_scipy_over_rows_csv():
+    """report.md's main table (mean ± std per cell) and its paired tests (per-fold differences, the Nadeau–Bengio
+    corrected t and its p from SciPy's t distribution) recomputed from rows.csv; and the re-run table in
+    isic_taef2/results.md from the superseded study's rows."""
+    from scipy import stats
+
+    cells = _shared_cells(_shared_rows())
     space = {"IS": "image", "RS": "recon", "LS": "latent"}
-
     main_table = _table(SHARED_REPORT.read_text(), "| dataset | autoencoder | space | bACC |")
-    assert len(main_table) == 15
-    for ds, ae, sp, bacc, auc, mcc, n in main_table:
+    assert len(main_table) == 12
+    for ds, ae, sp, bacc, auc, mcc, n, converged in main_table:
         sel = cells[(ds, "none" if ae == "–" else ae, space[sp], "plain")]
-        assert len(sel) == int(n) == 5
+        assert len(sel) == int(n) == 3 and converged == "3/3"
         for cell, key in ((bacc, "bacc"), (auc, "auc"), (mcc, "mcc")):
-            _assert_mean_std(cell, [r[key] for r in sel], 3)
+            _assert_mean_std(cell.rstrip("*†≈§"), [r[key] for r in sel], 3)
 
-    tests = _table(SHARED_REPORT.read_text(), "| dataset | autoencoder | comparison | n | mean diff |")
-    assert sorted(t[2] for t in tests) == ["image-recon"] * 6 + ["recon-latent"] * 6
-    for ds, ae, comparison, n, diff, _ci, d_z, *_ in tests:
+    tests = _table(SHARED_REPORT.read_text(), "| dataset | autoencoder | comparison | J | mean diff |")
+    assert sorted(t[2] for t in tests) == ["image-recon"] * 4 + ["recon-latent"] * 4
+    for ds, ae, comparison, j, diff, _ci, ratio, t, p, *_ in tests:
         a, b = comparison.split("-")
-        assert n == "5"
         bacc = {sp: {r["fold"]: r["bacc"] for r in cells[(ds, "none" if sp == "image" else ae, sp, "plain")]}
                 for sp in (a, b)}
-        d = np.array([bacc[a][f] - bacc[b][f] for f in range(5)])  # paired on fold
-        assert abs(float(diff) - d.mean()) <= 0.0005 + 1e-9 and abs(float(d_z) - d.mean() / d.std(ddof=1)) <= 0.005 + 1e-9
+        d = np.array([bacc[a][f] - bacc[b][f] for f in range(3)])  # paired on fold
+        n_test = np.mean([r["n_test"] for r in cells[(ds, "none", "image", "plain")]])
+        n_train = np.mean([r["n_train"] for r in cells[(ds, "none", "image", "plain")]])
+        assert j == "3" and abs(float(ratio) - n_test / n_train) <= 0.0005 + 1e-9
+        t_nb = d.mean() / np.sqrt((1 / 3 + n_test / n_train) * d.var(ddof=1))
+        assert abs(float(diff) - d.mean()) <= 0.0005 + 1e-9 and abs(float(t) - t_nb) <= 0.005 + 1e-9
+        assert float(p) == pytest.approx(2 * stats.t.sf(abs(t_nb), df=2), rel=5e-3, abs=5e-4)
 
+    old = _shared_cells(_shared_rows(OLD_SHARED_ROWS))
     rerun = _table(ISIC_RESULTS.read_text(), "| arm | bACC | AUC | MCC | mean train s")
     assert len(rerun) == 5
     for (arm, bacc, auc, mcc, secs), key in zip(rerun, ISIC_ARMS):
         assert arm.startswith(key.replace("+", " + ") if "+" in key else key), (arm, key)
         sp, variant = ISIC_ARMS[key]
-        sel = cells[("isic_skin8_64", "none" if sp == "image" else "taef2", sp, variant)]
+        sel = old[("isic_skin8_64", "none" if sp == "image" else "taef2", sp, variant)]
         assert len(sel) == 5
         for cell, m in ((bacc, "bacc"), (auc, "auc"), (mcc, "mcc")):
             _assert_mean_std(cell, [r[m] for r in sel], 3)
