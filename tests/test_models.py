@@ -22,6 +22,24 @@ def test_plan_strides_hand_values():
     assert plan_strides("resnet", 28) == (2, 3)
 
 
+def test_resnet_stem_stride_option_gives_medmnist_geometry():
+    """stem_stride=1 at 28 px: no max-pool, stride-1 conv1 (MedMNIST v2's ResNet-18), the last stage at 4x4 instead
+    of the rule's 2x2; other models and strides are refused in one line."""
+    from latentgap.errors import UserError
+
+    kw = dict(in_chans=1, num_classes=2, input_size=28, pretrained=False)
+    rule, med = create_classifier("resnet18", **kw), create_classifier("resnet18", stem_stride=1, **kw)
+    x = torch.randn(2, 1, 28, 28)
+    assert rule.forward_features(x).shape[-2:] == (2, 2) and rule.build_info["stem_stride"] == 2
+    assert med.forward_features(x).shape[-2:] == (4, 4) and med.build_info["stem_stride"] == 1
+    assert med.backbone.conv1.stride == (1, 1) and isinstance(med.backbone.maxpool, torch.nn.Identity)
+    big = create_classifier("resnet18", in_chans=3, num_classes=2, input_size=224, pretrained=False, stem_stride=4)
+    assert big.backbone.conv1.stride == (2, 2) and not isinstance(big.backbone.maxpool, torch.nn.Identity)
+    for name, stride in (("convnext_atto", 1), ("resnet18", 3)):
+        with pytest.raises(UserError, match="only ResNets take a stem stride, and only 1, 2 or 4"):
+            create_classifier(name, stem_stride=stride, **kw)
+
+
 @pytest.mark.parametrize("side, final", [(4, 1), (8, 1), (16, 1), (64, 2)])
 def test_convnext_stem_handles_small_latents(side, final):
     torch.manual_seed(0)

@@ -163,8 +163,9 @@ def _adapt_convnext(model: nn.Module, input_size: int, stem_patch: int | None = 
     return {"stem_stride": stem, "stride2_stages": n_down}
 
 
-def _adapt_resnet(model: nn.Module, input_size: int) -> dict:
+def _adapt_resnet(model: nn.Module, input_size: int, stem_stride: int | None = None) -> dict:
     stem, n_down = plan_strides("resnet", input_size)
+    stem = stem_stride or stem  # an explicit stem (e.g. 1: MedMNIST v2's ResNets at 28 px) overrides the rule
     if stem < 4:  # drop the max-pool first (CIFAR / MedMNIST-style small-image ResNets)
         model.maxpool = nn.Identity()
     if stem < 2:
@@ -232,8 +233,12 @@ def _warn(msg: str) -> None:
 def _factory(arch_name: str):
     def make(*, in_chans: int, num_classes: int, input_size: int, pretrained="auto",
              cosine_head: bool = False, scale: float = 30.0, image_input: bool = True, stem_patch: int | None = None,
-             **kw) -> Classifier:
+             stem_stride: int | None = None, **kw) -> Classifier:
         family = _ARCH[arch_name]
+        if stem_stride is not None and (family != "resnet" or stem_stride not in (1, 2, 4)):
+            raise UserError(f"stem_stride {stem_stride} for '{arch_name}': only ResNets take a stem stride, and only "
+                            "1, 2 or 4", "drop model_kwargs.stem_stride, or give a resnet* model 1 (no max-pool, "
+                            "stride-1 conv: MedMNIST's 28-px ResNets), 2 or 4 (ImageNet's)")
         if stem_patch and family != "convnext":
             raise UserError(f"a patch stem (architecture-matched control) needs a ConvNeXt, not '{arch_name}'",
                             "give the latent space a convnext_* model (space_train.latent.model)")
@@ -242,7 +247,7 @@ def _factory(arch_name: str):
                             "use an autoencoder whose downsampling factor divides the image size")
         backbone, info = _build_backbone(arch_name, in_chans, pretrained, **kw)
         info.update(_adapt_convnext(backbone, input_size, stem_patch) if family == "convnext"
-                    else _adapt_resnet(backbone, input_size))
+                    else _adapt_resnet(backbone, input_size, stem_stride))
         mean = std = None
         if info.get("pretrained") and image_input and in_chans in (1, 3):
             # the weights expect their own input statistics; grey input: timm summed the RGB filters, so
@@ -278,7 +283,8 @@ def create_classifier(name: str, in_chans: int, num_classes: int, input_size: in
         pretrained: "auto" (ImageNet if reachable, else random init with a warning), True (must load),
             False, or a path to a local weights file.
         **kw: ``cosine_head``, ``scale``, ``image_input`` (False for latents: no ImageNet input normalisation
-            even with pretrained weights) and timm overrides (``depths``, ``dims``, ``drop_path_rate``...).
+            even with pretrained weights), ``stem_stride`` (ResNets: 1, 2 or 4 instead of the small-image rule of
+            :func:`plan_strides`) and timm overrides (``depths``, ``dims``, ``drop_path_rate``...).
 
     Returns:
         :class:`Classifier` with ``build_info`` (pretrained, reason, stem stride) for the result row.
