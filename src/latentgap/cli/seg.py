@@ -95,7 +95,8 @@ def seg_train_cmd(
 
 
 def _open_images(data: str):
-    """A segmentation dataset, or for predict a folder of images alone (``<folder>/images`` or the folder itself)."""
+    """(dataset, file names or None) of the images ``seg predict`` segments: a synthetic dataset's images, a folder
+    of images alone (``<folder>/images`` or the folder itself), or any segmentation dataset (its masks unused)."""
     import numpy as np
 
     from ..data.synthetic import is_synthetic_folder, open_synthetic
@@ -108,7 +109,7 @@ def _open_images(data: str):
         arr = syn.load_uint8(np.arange(len(syn)))
         arr = arr[..., 0] if arr.shape[-1] == 1 else arr
         names = [f"synthetic-{i:06d}" for i in range(len(arr))]
-        return SegDataset(syn.name, arr, np.zeros(arr.shape[:3], np.uint8), source=str(p)), names, False
+        return SegDataset(syn.name, arr, np.zeros(arr.shape[:3], np.uint8), source=str(p)), names
     if p.is_dir() and not (p / "masks").is_dir():
         d = p / "images" if (p / "images").is_dir() else p
         files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXT)
@@ -118,9 +119,8 @@ def _open_images(data: str):
         if len({a.shape for a in imgs}) > 1:
             raise UserError(f"{d}: images have different sizes", "resize them to one size first")
         arr = np.stack(imgs)
-        return SegDataset(d.name, arr, np.zeros(arr.shape[:3], np.uint8), source=str(d)), [f.name for f in files], False
-    ds = open_seg_dataset(data)
-    return ds, None, True
+        return SegDataset(d.name, arr, np.zeros(arr.shape[:3], np.uint8), source=str(d)), [f.name for f in files]
+    return open_seg_dataset(data), None
 
 
 @seg_app.command("predict")
@@ -143,7 +143,7 @@ def seg_predict_cmd(
     from ..storage import atomic_write, atomic_write_json
 
     m = load_seg_model(model, device)
-    ds, names, _ = _open_images(data)
+    ds, names = _open_images(data)
     ds, resize = fit_to_model(ds, m)
     if (out / "predictions.npz").exists():
         raise UserError(f"{out} already holds predictions", "choose a new --out folder (results are never overwritten)")
@@ -178,17 +178,12 @@ def seg_eval_cmd(
 ) -> None:
     """Dice / IoU (per image and global), HD95, ECE, Brier and the confidence map's error AUROC of a trained model
     on a labelled set."""
-    from ..errors import UserError
     from ..seg.apply import evaluate_model, load_seg_model, save_overlays
     from ..seg.data import open_seg_dataset
     from ..storage import atomic_write_json
 
     m = load_seg_model(model, device)
-    ds, _, has_masks = _open_images(data)
-    if not has_masks and Path(data).is_dir():
-        open_seg_dataset(data)  # names the problem (a synthetic classification set, no masks/ folder, ...)
-    if not has_masks:
-        raise UserError(f"{data} has no masks", "give a folder with images/ and masks/, a .npz or a CSV (or use seg predict)")
+    ds = open_seg_dataset(data)  # image + mask pairs; names what is missing otherwise (masks, a synthetic set, ...)
     row, pred, ds = evaluate_model(m, ds, samples=samples, steps=steps, sampler=sampler, seed=seed)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

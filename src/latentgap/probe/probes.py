@@ -51,8 +51,8 @@ def _model(probe: str, n_train: int, dim: int, seed: int, components: int, neigh
 
 
 def _subsample(idx: np.ndarray, y: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    # y is indexed by idx (labels of a whole dataset for dataset indices, or of a part for positions in it)
-    """At most ``cap`` of ``idx``, stratified by class (each class keeps its share, at least one image), sorted."""
+    """At most ``cap`` of ``idx``, stratified by class (each class keeps its share, at least one image), sorted.
+    ``y`` is indexed by ``idx`` (a part's labels for positions in that part)."""
     if len(idx) <= cap:
         return idx
     rng = np.random.default_rng(seed)

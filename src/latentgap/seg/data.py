@@ -161,7 +161,7 @@ def _from_pairs(name: str, img_paths: list[Path], mask_paths: list[Path], ids, n
 def _from_folder(path: Path, num_classes: int) -> SegDataset:
     idir, mdir = path / "images", path / "masks"
     if not idir.is_dir() or not mdir.is_dir():
-        raise UserError(f"{path} has no images/ and masks/ folders", "arrange pairs as <folder>/images/x.png, <folder>/masks/x.png")
+        raise UserError(f"{path} has no images/ and masks/ folders", "arrange pairs as <folder>/images/x.png, <folder>/masks/x.png (images alone: seg predict)")
     imgs = sorted(p for p in idir.iterdir() if p.suffix.lower() in IMAGE_EXT)
     masks = {p.stem: p for p in mdir.iterdir() if p.suffix.lower() in IMAGE_EXT}
     missing = [p.name for p in imgs if p.stem not in masks]

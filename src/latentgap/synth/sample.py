@@ -135,22 +135,25 @@ def check_classifier(run, gen: Generator, purpose: str) -> None:
 def _check_forward_process(cfg, gen: Generator, where: str) -> None:
     """The guide must have been trained on the noise the sampler produces: the generator's VP schedule for
     v-prediction, and for flow matching a schedule that reaches (almost) pure noise; over the whole range."""
-    from ..diffusion.schedule import NoiseSchedule
+    from ..train.build import build_noise
 
-    if cfg.noise_max_fraction < 1:
-        raise UserError(f"the {where} saw only the first {cfg.noise_max_fraction:.0%} of its noise schedule, but the "
+    noise = build_noise(cfg, torch.device("cpu"))  # the guide's forward process, as its training built it
+    if noise.max_fraction < 1:
+        raise UserError(f"the {where} saw only the first {noise.max_fraction:.0%} of its noise schedule, but the "
                         "sampler starts from pure noise", "train the guide with noise_max_fraction 1 (the default)")
-    theirs = NoiseSchedule(cfg.noise_timesteps, cfg.noise_schedule, cfg.noise_beta_start, cfg.noise_beta_end)
+    theirs = noise.schedule
     if gen.config.objective == "vpred":
         ours = gen.objective.schedule
-        if cfg.noise_timesteps != ours.num_train_timesteps or not torch.allclose(theirs.abar, ours.abar.cpu()):
+        if theirs.num_train_timesteps != ours.num_train_timesteps or not torch.allclose(theirs.abar, ours.abar.cpu()):
             raise UserError(f"the {where} was trained on another noise schedule than the generator "
                             f"({cfg.noise_schedule} {cfg.noise_beta_start}..{cfg.noise_beta_end}, "
                             f"{cfg.noise_timesteps} steps)",
                             "train the guide with the generator's schedule (the defaults: scaled_linear "
                             "0.00085..0.012, 1000 steps)")
-    elif float((1 - theirs.abar[-1]).sqrt()) < 0.99:
-        raise UserError(f"the {where} never saw latents noisier than sigma = {float((1 - theirs.abar[-1]).sqrt()):.3f}, "
+        return
+    sigma_max = float((1 - theirs.abar[-1]).sqrt())
+    if sigma_max < 0.99:
+        raise UserError(f"the {where} never saw latents noisier than sigma = {sigma_max:.3f}, "
                         "but flow sampling starts from pure noise (sigma = 1)",
                         "train the guide with a schedule that ends near pure noise (the default scaled_linear does)")
 
