@@ -5,10 +5,12 @@ Reads the rows of studies that ran with ``probe: true`` (the presets ``probe-val
 scores, compute) and, per score, Spearman's rho with the gap and with LS bACC with a 95 % bootstrap CI over pairs,
 and the probe's compute as a fraction of the pair's study compute. Goal (issue): rho >= 0.8 at <= 5 % compute.
 
-    python benchmarks/probe_validation.py --studies /work/runs/probe-validation /work/runs/shared-v2
+    python benchmarks/probe_validation.py --studies /work/runs/probe-validation benchmarks/shared-data/rows.csv
 
-Writes benchmarks/probe_validation.json and .md. Pairs with an unconverged cell are listed and left out of the
-correlations unless --include-unconverged.
+Each entry of ``--studies`` is a study folder (its ``rows/``) or a study's recorded ``rows.csv``.
+
+Writes benchmarks/probe_validation.json, .md and .png (each score against the gap). Pairs with an unconverged cell
+are listed and left out of the correlations unless --include-unconverged.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ HERE = Path(__file__).parent
 def main() -> None:
     from latentgap.probe import pair_table, validation_table
     from latentgap.reports.build import load_rows
+    from latentgap.reports.figures import probe_vs_gap
+    from latentgap.reports.tables import PROBE_SCORES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", nargs="+", required=True)
@@ -37,7 +41,14 @@ def main() -> None:
     ap.add_argument("--install", action="store_true", help="also write src/latentgap/probe/validation.json, "
                     "which `latentgap probe` prints")
     args = ap.parse_args()
-    pairs = pd.concat([pair_table(load_rows(s)).assign(study=Path(s).name) for s in args.studies], ignore_index=True)
+    def rows_of(source: str) -> tuple[pd.DataFrame, str]:
+        path = Path(source)
+        if path.suffix == ".csv":  # a recorded study (benchmarks/<study>/rows.csv)
+            return pd.read_csv(path), path.parent.name
+        return load_rows(path), path.name
+
+    pairs = pd.concat([pair_table(rows).assign(study=name) for rows, name in map(rows_of, args.studies)],
+                      ignore_index=True)
     used = pairs if args.include_unconverged else pairs[pairs["converged"]]
     table = validation_table(used, n_boot=args.boot)
     out = {"command": "python benchmarks/probe_validation.py " + " ".join(sys.argv[1:]), "machine": machine(),
@@ -55,6 +66,10 @@ def main() -> None:
     lines += ["", "| study | dataset | autoencoder | gap (pts) | LS bACC | converged |", "|---|---|---|---|---|---|"]
     for r in pairs.itertuples():
         lines.append(f"| {r.study} | {r.dataset} | {r.autoencoder} | {100 * r.gap:.1f} | {r.latent:.3f} | {r.converged} |")
+    png = probe_vs_gap(used, PROBE_SCORES)  # the report's figure, over every pair used
+    if png:
+        (HERE / "probe_validation.png").write_bytes(png)
+        lines += ["", "![each score against the measured gap, one point per pair](probe_validation.png)"]
     (HERE / "probe_validation.md").write_text("\n".join(lines) + "\n")
     if args.install:  # what `latentgap probe` prints as the validation its scores rest on
         pkg = HERE.parent / "src" / "latentgap" / "probe" / "validation.json"

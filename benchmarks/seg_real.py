@@ -8,8 +8,10 @@ per-image Dice, latent diffusion vs U-Net.
 
     OMP_NUM_THREADS=1 python benchmarks/seg_real.py --work /work/runs/seg_real
 
-Resumable: every run folder resumes, finished runs are read back. Writes benchmarks/seg_real.json and .md from
-whatever has finished (``--report-only`` rebuilds them without training).
+Resumable: every run folder resumes, finished runs are read back. Each finished run's ``result.json`` (a few kB; the
+weights stay in ``--work``) is also kept under ``benchmarks/seg_real_runs/<run>/``, and runs found there are not
+trained again, so the record grows across machines and sessions by committing that folder. Writes
+benchmarks/seg_real.json and .md from every finished run (``--report-only`` rebuilds them without training).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from classifier_env import machine, versions  # noqa: E402
 
 HERE = Path(__file__).parent
+RECORD = HERE / "seg_real_runs"  # the finished runs' result.json, committed
 DATASETS = ("kvasir_seg_128", "busi_seg_128")
 K = 3
 
@@ -37,6 +40,20 @@ def _preset():
 UNET, LATENT = _preset().unet, {"space": "latent", **_preset().segmenter}
 PAPER = {"kvasir_seg_128": "MedSegLatDiff reports Dice 84.5 on CVC-ClinicDB (polyps; Kvasir-SEG not reported)",
          "busi_seg_128": "MedSegLatDiff does not report BUSI (ISIC-2018 88.0, CVC-ClinicDB 84.5, LIDC-IDRI 83.4)"}
+
+
+def sync(work: Path) -> None:
+    """Finished runs in both places: new results in ``work`` are recorded, recorded ones seed ``work`` (a run folder
+    holding only ``result.json`` of its configuration counts as finished)."""
+    import shutil
+
+    for src, dst in ((work, RECORD), (RECORD, work)):
+        for res in sorted(src.glob("*/result.json")):
+            target = dst / res.parent.name / "result.json"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(res, target.with_suffix(".tmp"))
+                target.with_suffix(".tmp").rename(target)
 
 
 def train_all(work: Path, datasets, folds) -> None:
@@ -52,19 +69,21 @@ def train_all(work: Path, datasets, folds) -> None:
             t0 = time.perf_counter()
             train_unet(UNetConfig(**common, **UNET), work / f"{name}-unet-f{fold}", ds, sp)
             print(f"{name} fold {fold} unet: {time.perf_counter() - t0:.0f} s", flush=True)
+            sync(work)
             t0 = time.perf_counter()
             train_segmenter(SegmenterConfig(**common, **LATENT), work / f"{name}-latent-f{fold}", ds, sp)
             print(f"{name} fold {fold} latent: {time.perf_counter() - t0:.0f} s", flush=True)
+            sync(work)
 
 
-def report(work: Path) -> None:
+def report() -> None:
     """seg_real.md / .json from the finished run folders, through the study report's own segmentation table (mean ±
     sd over folds; latent vs U-Net by the Nadeau–Bengio corrected paired t-test across folds)."""
     import pandas as pd
 
     from latentgap.reports.tables import seg_table, to_markdown
 
-    rows = [json.loads(p.read_text()) for p in sorted(work.glob("*/result.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(RECORD.glob("*/result.json"))]
     out = {"command": "python benchmarks/seg_real.py " + " ".join(sys.argv[1:]), "k": K, "unet": UNET, "latent": LATENT,
            "machine": machine(), "versions": versions(), "rows": rows}
     lines = ["# Latent diffusion segmenter vs U-Net on kvasir_seg_128 and busi_seg_128 (3 folds, 128 px, CPU)", "",
@@ -98,9 +117,10 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    sync(work)
     if not args.report_only:
         train_all(work, args.datasets, args.folds)
-    report(work)
+    report()
 
 
 if __name__ == "__main__":

@@ -160,6 +160,8 @@ def test_report_numbers_match_independent_computation(tmp_path):
             side = "below" if rl["mean"] > 0 else "above"
             gap = f"latents {100 * abs(rl['mean']):.1f} pts {side} reconstructions, " \
                   f"corrected p = {_p(rl['p'])} (Holm {_p(rl['p_holm'])})"
+            if rl["p_tost"] < 0.05:  # a latent gap shown small says so
+                gap += f", equivalent within ±2 pts (TOST p = {_p(rl['p_tost'])})"
             conv = "1 of 18 cells did not converge: budget-limited" if (ds, ae) == UNCONVERGED[:2] else \
                 "all cells converged"
             assert re.search(rf"^- {ae} on {ds}: reconstructions {re.escape(eq)}.*; {re.escape(gap)}; {conv}\.$",
@@ -278,3 +280,30 @@ def test_cli_report_margin_reaches_the_equivalence_verdicts(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["report", str(tmp_path), "--margin", "5"])
     assert e.value.code == 2 and "--margin 5.0 is not a bACC difference" in capsys.readouterr().err
+
+
+def test_findings_say_when_the_latent_gap_is_shown_small(tmp_path):
+    """RS and LS within a fraction of a point on every fold: the findings sentence gives the TOST verdict with the
+    p of two one-sided corrected t-tests computed here with SciPy."""
+    from scipy import stats as st
+
+    from latentgap.reports import build_report
+
+    rec = [0.700, 0.712, 0.695, 0.705, 0.708]
+    lat = [0.702, 0.709, 0.697, 0.703, 0.710]
+    rows = []
+    for f in range(5):
+        common = dict(kind="result", dataset="dsZ", variant="plain", fold=f, seed=0, n_test=20, n_train=80, k=5,
+                      splits_digest="d", image_size=[16, 16], converged=True)
+        rows += [{**common, "autoencoder": "none", "space": "image", "bacc": rec[f] + 0.01},
+                 {**common, "autoencoder": "aeZ", "space": "recon", "bacc": rec[f]},
+                 {**common, "autoencoder": "aeZ", "space": "latent", "bacc": lat[f]}]
+    (tmp_path / "rows").mkdir()
+    for i, r in enumerate(rows):
+        (tmp_path / "rows" / f"c{i}.json").write_text(json.dumps(r))
+    d = np.array(rec) - np.array(lat)
+    se = math.sqrt((1 / 5 + 20 / 80) * d.var(ddof=1))
+    p_tost = max(st.t.sf((d.mean() + 0.02) / se, 4), st.t.cdf((d.mean() - 0.02) / se, 4))
+    assert p_tost < 0.05
+    md = build_report(tmp_path)["md"].read_text()
+    assert f"equivalent within ±2 pts (TOST p = {_p(p_tost)})" in md.split("## Findings")[1].split("## Study")[0]

@@ -286,7 +286,8 @@ def recall_table(rows: pd.DataFrame) -> pd.DataFrame:
 def findings(rows: pd.DataFrame, margin: float = S.MARGIN) -> list[str]:
     """One plain sentence per autoencoder x dataset, e.g. "taef2 on busi_128: reconstructions equivalent to
     images (±2 pts); latents 9.1 pts below reconstructions, corrected p = 0.010 (Holm 0.040); all cells
-    converged." Differences are in bACC points; p is the Nadeau–Bengio corrected p."""
+    converged." Differences are in bACC points; p is the Nadeau–Bengio corrected p; a latent gap shown equivalent
+    by TOST says so ("…, equivalent within ±2 pts (TOST p = 0.021)")."""
     tests = S.pair_tests(rows, margin=margin)
     conv = {(r.dataset, r.autoencoder): r for r in S.convergence_table(rows).itertuples()}
     by = {(r.dataset, r.autoencoder, r.comparison): r for r in tests.itertuples()}
@@ -308,6 +309,8 @@ def findings(rows: pd.DataFrame, margin: float = S.MARGIN) -> list[str]:
                 text += f", no test ({rl.note})" if rl.note else ", no test"
             else:
                 text += f", corrected p = {fmt_p(rl.p)} (Holm {fmt_p(rl.p_holm)})"
+            if rl.equivalence == "equivalent":  # a small gap, shown to be small
+                text += f", equivalent within ±{margin_pts(margin)} pts (TOST p = {fmt_p(rl.p_tost)})"
             parts.append(text)
         mt = by.get((ds, ae, "recon-latent (matched)"))
         if mt is not None:
