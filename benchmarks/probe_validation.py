@@ -58,11 +58,15 @@ def main() -> None:
     lines = ["# `latentgap probe` validated against full studies", "",
              f"Command: `{out['command']}`. {len(used)} of {len(pairs)} pairs used (all cells converged"
              + (", or not" if args.include_unconverged else "") + ").", "",
-             "| score | ρ with gap RS − LS [95 % CI] | ρ with LS bACC [95 % CI] | compute (median share of the pair's study) |",
+             "Compute: the seconds of the score's own family (linear, k-NN, equivariance, spectral, sensitivity) on "
+             "the study's cache, and of the whole probe, as a share of the pair's study (its RS and LS cells, the "
+             "dataset's image cells, its cache and autoencoder trainings); median over pairs.", "",
+             "| score | ρ with gap RS − LS [95 % CI] | ρ with LS bACC [95 % CI] | compute: score (whole probe) |",
              "|---|---|---|---|"]
     for r in table.itertuples():
         lines.append(f"| {r.score} | {r.rho_gap:+.2f} [{r.rho_gap_lo:+.2f}, {r.rho_gap_hi:+.2f}] | {r.rho_latent:+.2f} "
-                     f"[{r.rho_latent_lo:+.2f}, {r.rho_latent_hi:+.2f}] | {100 * r.compute_fraction:.2f} % |")
+                     f"[{r.rho_latent_lo:+.2f}, {r.rho_latent_hi:+.2f}] | {100 * r.compute_fraction:.2f} % "
+                     f"({100 * r.probe_fraction:.2f} %) |")
     lines += ["", "| study | dataset | autoencoder | gap (pts) | LS bACC | converged |", "|---|---|---|---|---|---|"]
     for r in pairs.itertuples():
         lines.append(f"| {r.study} | {r.dataset} | {r.autoencoder} | {100 * r.gap:.1f} | {r.latent:.3f} | {r.converged} |")

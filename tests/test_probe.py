@@ -211,7 +211,8 @@ def _validation_rows(gaps: dict, scores: dict, seconds: float = 10.0, per_fold: 
             rows.append({**base, "autoencoder": "ae", "space": "recon", "bacc": 0.7 + 0.01 * fold})
             rows.append({**base, "autoencoder": "ae", "space": "latent", "bacc": 0.7 + 0.01 * fold - gap})
         for d in ((-0.01, 0.0, 0.01) if per_fold else (0.0,)):
-            rows.append(dict(kind="probe", dataset=ds, autoencoder="ae", probe_score=scores[ds] + d, probe_seconds=1.5))
+            rows.append(dict(kind="probe", dataset=ds, autoencoder="ae", probe_score=scores[ds] + d, probe_seconds=1.5,
+                             probe_linear_gap=scores[ds] + d, probe_seconds_linear=0.3))
     return pd.DataFrame(rows)
 
 
@@ -231,11 +232,13 @@ def test_validation_rho_ci_and_compute_fraction():
     want = spearmanr(list(noisy.values()), list(gaps.values())).statistic
     assert v["rho_gap"] == pytest.approx(want) and v["rho_gap_lo"] <= want <= v["rho_gap_hi"]
     assert v["rho_latent"] == pytest.approx(spearmanr(list(noisy.values()), [0.71 - g for g in gaps.values()]).statistic)
-    assert v["compute_fraction"] == pytest.approx(1.5 / 90)
+    assert v["compute_fraction"] == v["probe_fraction"] == pytest.approx(1.5 / 90)  # no timed family: the probe
+    lin = validation_table(pairs, n_boot=50).set_index("score").loc["linear_gap"]
+    assert lin["compute_fraction"] == pytest.approx(0.3 / 90) and lin["probe_fraction"] == pytest.approx(1.5 / 90)
     # an autoencoder trained per fold has a probe per fold: scores averaged, seconds summed
     per_fold = pair_table(_validation_rows(gaps, noisy, per_fold=True))
     assert per_fold["probe_score"].to_numpy() == pytest.approx(list(noisy.values()))
-    assert set(per_fold["probe_seconds"]) == {4.5}
+    assert set(per_fold["probe_seconds"]) == {4.5} and per_fold["probe_seconds_linear"].to_numpy() == pytest.approx([0.9] * 6)
     with pytest.raises(UserError, match="at least 3"):
         validation_table(pairs.iloc[:2])
     with pytest.raises(UserError, match="no probe rows"):
@@ -269,9 +272,10 @@ def test_probe_prints_the_packaged_validation(tmp_path, monkeypatch):
     assert cp._validation_text() == cp.VALIDATION
     rec = {"source": "benchmarks/probe_validation.md", "n_pairs": 14,
            "validation": [{"score": "linear_gap", "rho_gap": 0.61, "rho_gap_lo": 0.2, "rho_gap_hi": 0.85,
-                           "compute_fraction": 0.012}]}
+                           "rho_latent": -0.3, "rho_latent_lo": -0.7, "rho_latent_hi": 0.25, "compute_fraction": 0.012}]}
     (tmp_path / "v.json").write_text(json.dumps(rec))
     monkeypatch.setattr(cp, "VALIDATION_FILE", tmp_path / "v.json")
     text = cp._validation_text()
-    assert "14 autoencoder x dataset pairs" in text and "linear_gap" in text and "rho +0.61 [+0.20, +0.85]" in text
+    assert "14 autoencoder x dataset pairs" in text and "linear_gap" in text
+    assert "with the gap +0.61 [+0.20, +0.85]; with LS bACC -0.30 [-0.70, +0.25]" in text
     assert "(1.2 %)" in text

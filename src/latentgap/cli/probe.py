@@ -28,11 +28,13 @@ def _validation_text() -> str:
         return VALIDATION
     rec = json.loads(VALIDATION_FILE.read_text())
     lines = [f"Validation ({rec['n_pairs']} autoencoder x dataset pairs of full, converged studies; "
-             f"{rec['source']}): Spearman rho of each score with the measured RS - LS gap [95 % bootstrap CI], "
-             "compute as a share of a study:"]
+             f"{rec['source']}): Spearman rho of each score with the measured RS - LS gap and with the latent "
+             "classifier's bACC [95 % bootstrap CIs], and the score's compute as a share of a study:"]
     for v in rec["validation"]:
-        lines.append(f"  {v['score']:<14} rho {v['rho_gap']:+.2f} [{v['rho_gap_lo']:+.2f}, {v['rho_gap_hi']:+.2f}]"
-                     f"  ({100 * v['compute_fraction']:.1f} %)")
+        with_latent = (f"; with LS bACC {v['rho_latent']:+.2f} [{v['rho_latent_lo']:+.2f}, {v['rho_latent_hi']:+.2f}]"
+                       if "rho_latent" in v else "")
+        lines.append(f"  {v['score']:<14} with the gap {v['rho_gap']:+.2f} [{v['rho_gap_lo']:+.2f}, "
+                     f"{v['rho_gap_hi']:+.2f}]{with_latent}  ({100 * v['compute_fraction']:.1f} %)")
     return "\n".join(lines)
 
 

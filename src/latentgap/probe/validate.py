@@ -30,7 +30,8 @@ def pair_table(rows: pd.DataFrame, keep_unmeasured: bool = False) -> pd.DataFram
     score_cols = [c for c in pr.columns if c.startswith("probe_") and pd.api.types.is_numeric_dtype(pr[c])
                   and not c.startswith("probe_seconds") and c != "probe_images"]
     grouped = pr.groupby(["dataset", "autoencoder"], sort=True)
-    out = grouped[score_cols].mean().join(grouped["probe_seconds"].sum()).reset_index()
+    sec_cols = [c for c in pr.columns if c.startswith("probe_seconds") and pd.api.types.is_numeric_dtype(pr[c])]
+    out = grouped[score_cols].mean().join(grouped[sec_cols].sum(min_count=1)).reset_index()
     gaps = S.gap_table(rows)
     cols = ["dataset", "autoencoder", "gap", "recon", "latent"]
     gaps = gaps[cols] if len(gaps) else pd.DataFrame(columns=cols)
@@ -66,14 +67,26 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0)
     return rho, float(lo), float(hi)
 
 
+def score_family(score: str) -> str:
+    """The timed family a score belongs to (``probe_seconds_<family>`` in a study row): ``linear_gap`` -> linear,
+    ``equiv_hflip`` / ``unrelated`` -> equivariance, ``hf_energy`` -> spectral, ``sensitivity`` -> sensitivity."""
+    if score.startswith(("linear_", "knn_")):
+        return score.split("_")[0]
+    if score.startswith("equiv_") or score == "unrelated":
+        return "equivariance"
+    return {"hf_energy": "spectral"}.get(score, score)
+
+
 def validation_table(pairs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """Per probe score: Spearman rho (and CI) with the gap and with LS bACC over ``pairs`` (:func:`pair_table`),
-    and the probe's compute as a fraction of the pairs' study compute (median over pairs)."""
+    ``compute_fraction``: the seconds of the score's own family (:func:`score_family`; all of the probe when the
+    rows do not time families) over the pair's study seconds, median over pairs; ``probe_fraction``: the same for
+    the whole probe."""
     pairs = pairs.dropna(subset=["gap"])
     if len(pairs) < 3:
         raise UserError(f"{len(pairs)} pair(s) with a measured gap and probe scores; a rank correlation needs at least 3",
                         "run more autoencoder x dataset pairs with `probe: true`, or include unconverged pairs")
-    scores = [c for c in pairs.columns if c.startswith("probe_") and c != "probe_seconds"]
+    scores = [c for c in pairs.columns if c.startswith("probe_") and not c.startswith("probe_seconds")]
     frac = float(np.median(pairs["probe_seconds"] / pairs["study_seconds"]))
     out = []
     for c in scores:
@@ -82,7 +95,9 @@ def validation_table(pairs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
             continue
         rg = spearman_ci(p[c], p["gap"], n_boot)
         rl = spearman_ci(p[c], p["latent"], n_boot)
+        own = f"probe_seconds_{score_family(c.removeprefix('probe_'))}"
+        own_frac = float(np.median(p[own] / p["study_seconds"])) if own in p and p[own].notna().all() else frac
         out.append({"score": c.removeprefix("probe_"), "n_pairs": len(p), "rho_gap": rg[0], "rho_gap_lo": rg[1],
                     "rho_gap_hi": rg[2], "rho_latent": rl[0], "rho_latent_lo": rl[1], "rho_latent_hi": rl[2],
-                    "compute_fraction": frac})
+                    "compute_fraction": own_frac, "probe_fraction": frac})
     return pd.DataFrame(out).sort_values("rho_gap", key=lambda s: -s.abs()).reset_index(drop=True)
