@@ -134,7 +134,9 @@ def test_probe_command_end_to_end(tmp_path, probe_setup, capsys):
     main(["probe", "--data", "breastmnist_28", "--resize", "32", "--ae", "taef2", "--root", str(probe_setup[3]),
           "--images", "24", "--skip", "knn", "--out", str(out), "--device", "cpu"])
     text = capsys.readouterr().out
-    assert "equiv_hflip" in text and "none of these scores is validated" in text
+    flat = " ".join(text.split())  # the packaged validation (benchmarks/probe_validation.py --install) is printed
+    assert "equiv_hflip" in text and "Validation (16 autoencoder x dataset pairs" in flat
+    assert "No score predicts the gap well enough to stand in for a study" in flat
     row = json.loads(out.read_text())[0]
     s = row["scores"]
     assert row["autoencoder"] == "taef2" and row["images"] == 24 and "knn_latent" not in s
@@ -279,3 +281,8 @@ def test_probe_prints_the_packaged_validation(tmp_path, monkeypatch):
     assert "14 autoencoder x dataset pairs" in text and "linear_gap" in text
     assert "with the gap +0.61 [+0.20, +0.85]; with LS bACC -0.30 [-0.70, +0.25]" in text
     assert "(1.2 %)" in text
+    assert "No score predicts the gap well enough" in text and "best: linear_gap, rho +0.61" in text
+    assert "Best predictor of the latent classifier's bACC: linear_gap (rho -0.30 [-0.70, +0.25])" in text
+    rec["validation"][0].update(rho_gap=0.85, rho_gap_lo=0.6, rho_gap_hi=0.95)  # a validated score says so
+    (tmp_path / "v.json").write_text(json.dumps(rec))
+    assert "Best predictor of the gap: linear_gap (rho +0.85)." in cp._validation_text()

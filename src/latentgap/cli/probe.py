@@ -35,6 +35,17 @@ def _validation_text() -> str:
                        if "rho_latent" in v else "")
         lines.append(f"  {v['score']:<14} with the gap {v['rho_gap']:+.2f} [{v['rho_gap_lo']:+.2f}, "
                      f"{v['rho_gap_hi']:+.2f}]{with_latent}  ({100 * v['compute_fraction']:.1f} %)")
+    gap = max(rec["validation"], key=lambda v: abs(v["rho_gap"]))
+    if abs(gap["rho_gap"]) >= 0.8 and gap["rho_gap_lo"] * gap["rho_gap_hi"] > 0:
+        lines.append(f"Best predictor of the gap: {gap['score']} (rho {gap['rho_gap']:+.2f}).")
+    else:
+        lines.append(f"No score predicts the gap well enough to stand in for a study (best: {gap['score']}, rho "
+                     f"{gap['rho_gap']:+.2f}; goal |rho| >= 0.8): read them as descriptions of the latent space.")
+    lat = [v for v in rec["validation"] if "rho_latent" in v]
+    if lat:
+        best = max(lat, key=lambda v: abs(v["rho_latent"]))
+        lines.append(f"Best predictor of the latent classifier's bACC: {best['score']} (rho {best['rho_latent']:+.2f} "
+                     f"[{best['rho_latent_lo']:+.2f}, {best['rho_latent_hi']:+.2f}]).")
     return "\n".join(lines)
 
 
