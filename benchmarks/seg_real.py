@@ -94,6 +94,12 @@ def report() -> None:
              "mean over the fold's test images; *global* = all test pixels pooled. HD95 over images where both masks "
              "are non-empty. Mean ± sd over the finished folds; vs U-Net: Nadeau–Bengio corrected paired t-test "
              "across folds (the report's own table).", ""]
+    done = {(r["dataset"], r["method"], r["fold"]) for r in rows}
+    todo = [f"{d} {m} fold {f}" for d in DATASETS for f in range(K) for m in ("unet", "latent-diffusion")
+            if (d, m, f) not in done]
+    if todo:  # a partial record says so, and which runs the next resume trains
+        lines += [f"**Partial record: {len(done)} of {len(DATASETS) * K * 2} runs finished.** Still to run (the same "
+                  "command resumes): " + ", ".join(todo) + ".", ""]
     table = seg_table(pd.DataFrame(rows).assign(kind="seg")) if rows else pd.DataFrame()
     if len(table):
         lines.append(to_markdown(table))
