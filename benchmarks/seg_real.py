@@ -56,24 +56,38 @@ def sync(work: Path) -> None:
                 target.with_suffix(".tmp").rename(target)
 
 
+def configs(name: str, fold: int) -> dict:
+    """The U-Net and segmenter configurations of ``name`` x ``fold`` under the preset's settings, by method."""
+    from latentgap.seg.baseline import UNetConfig
+    from latentgap.seg.data import open_seg_dataset
+    from latentgap.seg.segmenter import SegmenterConfig
+
+    ds = open_seg_dataset(name)
+    common = dict(dataset=name, image_size=list(ds.image_size), fold=fold, k=K, device="cpu")
+    return {"unet": UNetConfig(**common, **UNET), "latent-diffusion": SegmenterConfig(**common, **LATENT)}
+
+
+def run_name(name: str, fold: int, method: str, cfg) -> str:
+    """A run folder per configuration (``kvasir_seg_128-unet-f0-<hash>``): runs of other settings stay recorded
+    beside the current ones and are never resumed into."""
+    return f"{name}-{'unet' if method == 'unet' else 'latent'}-f{fold}-{cfg.config_hash()[:8]}"
+
+
 def train_all(work: Path, datasets, folds) -> None:
-    from latentgap.seg.baseline import UNetConfig, train_unet
+    from latentgap.seg.baseline import train_unet
     from latentgap.seg.data import open_seg_dataset, seg_splits
-    from latentgap.seg.segmenter import SegmenterConfig, train_segmenter
+    from latentgap.seg.segmenter import train_segmenter
 
     for fold in folds:
         for name in datasets:
             ds = open_seg_dataset(name)
             sp = seg_splits(ds, k=K, seed=0)
-            common = dict(dataset=name, image_size=list(ds.image_size), fold=fold, k=K, device="cpu")
-            t0 = time.perf_counter()
-            train_unet(UNetConfig(**common, **UNET), work / f"{name}-unet-f{fold}", ds, sp)
-            print(f"{name} fold {fold} unet: {time.perf_counter() - t0:.0f} s", flush=True)
-            sync(work)
-            t0 = time.perf_counter()
-            train_segmenter(SegmenterConfig(**common, **LATENT), work / f"{name}-latent-f{fold}", ds, sp)
-            print(f"{name} fold {fold} latent: {time.perf_counter() - t0:.0f} s", flush=True)
-            sync(work)
+            for method, cfg in configs(name, fold).items():
+                t0 = time.perf_counter()
+                train = train_unet if method == "unet" else train_segmenter
+                train(cfg, work / run_name(name, fold, method, cfg), ds, sp)
+                print(f"{name} fold {fold} {method}: {time.perf_counter() - t0:.0f} s", flush=True)
+                sync(work)
 
 
 def report() -> None:
@@ -83,7 +97,9 @@ def report() -> None:
 
     from latentgap.reports.tables import seg_table, to_markdown
 
-    rows = [json.loads(p.read_text()) for p in sorted(RECORD.glob("*/result.json"))]
+    current = {cfg.config_hash() for name in DATASETS for fold in range(K) for cfg in configs(name, fold).values()}
+    every = [json.loads(p.read_text()) for p in sorted(RECORD.glob("*/result.json"))]
+    rows = [r for r in every if r["config_hash"] in current]  # earlier settings stay in RECORD, not in the table
     out = {"command": "python benchmarks/seg_real.py " + " ".join(sys.argv[1:]), "k": K, "unet": UNET, "latent": LATENT,
            "machine": machine(), "versions": versions(), "rows": rows}
     lines = ["# Latent diffusion segmenter vs U-Net on kvasir_seg_128 and busi_seg_128 (3 folds, 128 px, CPU)", "",
@@ -97,12 +113,22 @@ def report() -> None:
     done = {(r["dataset"], r["method"], r["fold"]) for r in rows}
     todo = [f"{d} {m} fold {f}" for d in DATASETS for f in range(K) for m in ("unet", "latent-diffusion")
             if (d, m, f) not in done]
+    if len(every) > len(rows):
+        lines += [f"{len(every) - len(rows)} earlier run(s) under other settings are kept in `benchmarks/seg_real_runs/` "
+                  "and left out of this table (the preset's header says what changed and why).", ""]
     if todo:  # a partial record says so, and which runs the next resume trains
         lines += [f"**Partial record: {len(done)} of {len(DATASETS) * K * 2} runs finished.** Still to run (the same "
                   "command resumes): " + ", ".join(todo) + ".", ""]
     table = seg_table(pd.DataFrame(rows).assign(kind="seg")) if rows else pd.DataFrame()
     if len(table):
         lines.append(to_markdown(table))
+    older = [r for r in every if r["config_hash"] not in current]
+    if older:  # shown, so the reason for the settings change can be read off, but never mixed with the current table
+        lines += ["", "Earlier settings (superseded; ceilings 30, patience 6, segmenter selected on 1 sample x 1 step):",
+                  "", to_markdown(seg_table(pd.DataFrame(older).assign(kind="seg"))),
+                  "", "Training of the earlier runs (epochs run / best epoch): " + ", ".join(
+                      f"{r['dataset']} {r['method']} fold {r['fold']} {r['epochs']}/{r['best_epoch']}" for r in older)
+                  + ".", ""]
     for name in DATASETS:
         lines += [f"* {name}: {PAPER[name]}."]
         for r in rows:
