@@ -45,24 +45,23 @@ PAPER = {"kvasir_seg_128": "MedSegLatDiff reports Dice 84.5 on CVC-ClinicDB (pol
 def sync(work: Path) -> None:
     """Finished runs in both places: new results in ``work`` are recorded, recorded ones seed ``work`` (a run folder
     holding only ``result.json`` of its configuration counts as finished)."""
-    import shutil
+    from latentgap.storage import atomic_write_text
 
     for src, dst in ((work, RECORD), (RECORD, work)):
         for res in sorted(src.glob("*/result.json")):
             target = dst / res.parent.name / "result.json"
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(res, target.with_suffix(".tmp"))
-                target.with_suffix(".tmp").rename(target)
+                atomic_write_text(target, res.read_text())
 
 
-def configs(name: str, fold: int) -> dict:
-    """The U-Net and segmenter configurations of ``name`` x ``fold`` under the preset's settings, by method."""
+def configs(ds, fold: int) -> dict:
+    """The U-Net and segmenter configurations of the opened dataset ``ds`` x ``fold`` under the preset's settings,
+    by method."""
     from latentgap.seg.baseline import UNetConfig
-    from latentgap.seg.data import open_seg_dataset
     from latentgap.seg.segmenter import SegmenterConfig
 
-    ds = open_seg_dataset(name)
+    name = ds.name
     common = dict(dataset=name, image_size=list(ds.image_size), fold=fold, k=K, device="cpu")
     return {"unet": UNetConfig(**common, **UNET), "latent-diffusion": SegmenterConfig(**common, **LATENT)}
 
@@ -82,7 +81,7 @@ def train_all(work: Path, datasets, folds) -> None:
         for name in datasets:
             ds = open_seg_dataset(name)
             sp = seg_splits(ds, k=K, seed=0)
-            for method, cfg in configs(name, fold).items():
+            for method, cfg in configs(ds, fold).items():
                 t0 = time.perf_counter()
                 train = train_unet if method == "unet" else train_segmenter
                 train(cfg, work / run_name(name, fold, method, cfg), ds, sp)
@@ -97,7 +96,10 @@ def report() -> None:
 
     from latentgap.reports.tables import seg_table, to_markdown
 
-    current = {cfg.config_hash() for name in DATASETS for fold in range(K) for cfg in configs(name, fold).values()}
+    from latentgap.seg.data import open_seg_dataset
+
+    opened = [open_seg_dataset(name) for name in DATASETS]
+    current = {cfg.config_hash() for ds in opened for fold in range(K) for cfg in configs(ds, fold).values()}
     every = [json.loads(p.read_text()) for p in sorted(RECORD.glob("*/result.json"))]
     rows = [r for r in every if r["config_hash"] in current]  # earlier settings stay in RECORD, not in the table
     out = {"command": "python benchmarks/seg_real.py " + " ".join(sys.argv[1:]), "k": K, "unet": UNET, "latent": LATENT,
