@@ -8,8 +8,8 @@ per-image Dice, latent diffusion vs U-Net.
 
     OMP_NUM_THREADS=1 python benchmarks/seg_real.py --work /work/runs/seg_real
 
-Resumable: every run folder resumes, finished runs are read back. Each finished run's ``result.json`` (a few kB; the
-weights stay in ``--work``) is also kept under ``benchmarks/seg_real_runs/<run>/``, and runs found there are not
+Resumable: every run folder resumes, finished runs are read back. Each finished run's ``result.json``, ``config.yaml``
+and validation curve ``metrics.jsonl`` (a few kB; the weights stay in ``--work``) are also kept under ``benchmarks/seg_real_runs/<run>/``, and runs found there are not
 trained again, so the record grows across machines and sessions by committing that folder. Writes
 benchmarks/seg_real.json and .md from every finished run (``--report-only`` rebuilds them without training).
 """
@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from classifier_env import machine, versions  # noqa: E402
 
 HERE = Path(__file__).parent
-RECORD = HERE / "seg_real_runs"  # the finished runs' result.json, committed
+RECORD = HERE / "seg_real_runs"  # the finished runs' result.json, config.yaml and metrics.jsonl, committed
+KEPT = ("result.json", "config.yaml", "metrics.jsonl")
 DATASETS = ("kvasir_seg_128", "busi_seg_128")
 K = 3
 
@@ -43,16 +44,34 @@ PAPER = {"kvasir_seg_128": "MedSegLatDiff reports Dice 84.5 on CVC-ClinicDB (pol
 
 
 def sync(work: Path) -> None:
-    """Finished runs in both places: new results in ``work`` are recorded, recorded ones seed ``work`` (a run folder
-    holding only ``result.json`` of its configuration counts as finished)."""
+    """Finished runs in both places: new results in ``work`` are recorded (with their ``config.yaml`` and validation
+    curve ``metrics.jsonl``, so how training ended can be read from the record), recorded ones seed ``work`` (a run
+    folder holding only ``result.json`` of its configuration counts as finished)."""
     from latentgap.storage import atomic_write_text
 
-    for src, dst in ((work, RECORD), (RECORD, work)):
+    for src, dst, names in ((work, RECORD, KEPT), (RECORD, work, ("result.json",))):
         for res in sorted(src.glob("*/result.json")):
-            target = dst / res.parent.name / "result.json"
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(target, res.read_text())
+            for name in names:
+                source, target = res.parent / name, dst / res.parent.name / name
+                if source.exists() and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(target, source.read_text())
+
+
+def training(row: dict) -> dict:
+    """``row`` with its settings (epoch ceiling, patience) from the recorded ``config.yaml`` and, for runs recorded
+    before the rows carried it, how training ended (``latentgap.seg.fit.training_end``, the rule the rows use now)."""
+    import yaml
+
+    from latentgap.seg.fit import training_end
+
+    folder = RECORD / row["run"]
+    cfg = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
+    out = {**row, "patience": cfg.get("patience")}
+    if "convergence" not in row and cfg:
+        out.update(max_epochs=cfg["epochs"],
+                   convergence=training_end(row["epochs"], row["best_epoch"], cfg["epochs"], cfg["patience"]))
+    return out
 
 
 def configs(ds, fold: int) -> dict:
@@ -100,7 +119,7 @@ def report() -> None:
 
     opened = [open_seg_dataset(name) for name in DATASETS]
     current = {cfg.config_hash() for ds in opened for fold in range(K) for cfg in configs(ds, fold).values()}
-    every = [json.loads(p.read_text()) for p in sorted(RECORD.glob("*/result.json"))]
+    every = [training({**json.loads(p.read_text()), "run": p.parent.name}) for p in sorted(RECORD.glob("*/result.json"))]
     rows = [r for r in every if r["config_hash"] in current]  # earlier settings stay in RECORD, not in the table
     out = {"command": "python benchmarks/seg_real.py " + " ".join(sys.argv[1:]), "k": K, "unet": UNET, "latent": LATENT,
            "machine": machine(), "versions": versions(), "rows": rows}
@@ -126,8 +145,10 @@ def report() -> None:
         lines.append(to_markdown(table))
     older = [r for r in every if r["config_hash"] not in current]
     if older:  # shown, so the reason for the settings change can be read off, but never mixed with the current table
-        lines += ["", "Earlier settings (superseded; ceilings 30, patience 6, segmenter selected on 1 sample x 1 step):",
-                  "", to_markdown(seg_table(pd.DataFrame(older).assign(kind="seg"))),
+        settings = sorted({f"{r['method']} ceiling {r.get('max_epochs', '?')}, patience {r.get('patience', '?')}"
+                           for r in older})
+        lines += ["", f"Earlier settings (superseded: {'; '.join(settings)}; see the preset's header for why):", "",
+                  to_markdown(seg_table(pd.DataFrame(older).assign(kind="seg"))),
                   "", "Training of the earlier runs (epochs run / best epoch): " + ", ".join(
                       f"{r['dataset']} {r['method']} fold {r['fold']} {r['epochs']}/{r['best_epoch']}" for r in older)
                   + ".", ""]

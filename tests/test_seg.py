@@ -349,6 +349,9 @@ def test_segmentation_study_runs_resumes_and_reports(tmp_path):
     md = out["md"].read_text()
     assert "## Segmentation" in md and "vs U-Net" in md and "pts, p =" in md
     assert "seg_overlays_0" in md and "## Main results" not in md  # no classifier sections in a seg-only study
+    # two epochs at a ceiling of two cannot show a flattened validation curve: every fold is flagged
+    assert all(r["convergence"] == "budget-limited" and r["max_epochs"] == 2 for r in rows)
+    assert "0 of 2 early-stopped (epochs 2 of 2); budget-limited: fold 0, 1" in md
     with pytest.raises(Exception, match="give at least one dataset"):
         StudySpec(name="empty")
 
@@ -365,3 +368,28 @@ def test_uncertainty_auroc_histogram_bootstrap_matches_sklearn_without_ties():
     i = np.random.default_rng(7).integers(0, 12, 12)
     want = roc_auc_score((pred != truth)[i].ravel(), u[i].ravel())
     assert a["ci_low"] == pytest.approx(want) and a["auroc"] == pytest.approx(roc_auc_score((pred != truth).ravel(), u.ravel()))
+
+
+def test_seg_table_names_how_each_arms_training_ended():
+    """The training column counts early-stopped folds, gives the epoch range against the ceiling and names
+    budget-limited folds; rows from before the record (no convergence field) show a dash. ``training_end`` counts an
+    early stop that falls exactly on the ceiling, and nothing else at the ceiling."""
+    import pandas as pd
+
+    from latentgap.reports.tables import seg_table
+
+    base = dict(kind="seg", dataset="d", n_test=10, n_train=20, seconds_per_image=0.1, dice_per_image=0.5)
+    rows = pd.DataFrame([
+        {**base, "method": "unet", "fold": 0, "epochs": 32, "max_epochs": 60, "convergence": "early-stopped"},
+        {**base, "method": "unet", "fold": 1, "epochs": 60, "max_epochs": 60, "convergence": "early-stopped"},
+        {**base, "method": "unet", "fold": 2, "epochs": 60, "max_epochs": 60, "convergence": "budget-limited"},
+        {**base, "method": "latent-diffusion", "fold": 0, "epochs": 8}])
+    t = seg_table(rows).set_index("method")["training"]
+    assert t["unet"] == "2 of 3 early-stopped (epochs 32–60 of 60); budget-limited: fold 2"
+    assert t["latent-diffusion"] == "–"
+    from latentgap.seg.fit import training_end
+
+    assert training_end(32, 23, 60, 8) == "early-stopped"  # patience ran out before the ceiling
+    assert training_end(60, 51, 60, 8) == "early-stopped"  # ... exactly at the ceiling
+    assert training_end(60, 52, 60, 8) == "budget-limited"  # improved within the last `patience` epochs
+    assert training_end(30, 26, 30, 6) == "budget-limited"  # the first pass's kvasir U-Net

@@ -228,7 +228,10 @@ def build_sections(rows: pd.DataFrame, study_dir: Path, margin: float = S.MARGIN
                             "over images where both masks are non-empty. ECE / Brier of the mean probability map; "
                             "error AUROC: how well the std across samples predicts per-pixel errors (0.5 = no "
                             "information). Mask-AE ceiling: round-trip Dice of the fold's mask autoencoder, the best a "
-                            "latent method can reach. vs U-Net: paired Nadeau–Bengio corrected t-test across folds. "
+                            "latent method can reach. Training: folds that early-stopped; a budget-limited fold reached the "
+                            "epoch ceiling without an early stop (the learning rate anneals to zero there, so a flat "
+                            "curve at the ceiling does not show convergence): possibly under-trained, not a finding. "
+                            "vs U-Net: paired Nadeau–Bengio corrected t-test across folds. "
                             "Overlays (first fold, per dataset × method): image, ground truth, probability, confidence.",
                             seg, images=ov or None))
     abl = tables.ablation_table(rows)

@@ -368,7 +368,7 @@ def seg_table(rows: pd.DataFrame) -> pd.DataFrame:
         line = [ds, method, len(g)]
         line += [_fold_mean(g, key) for key, _ in SEG_METRICS]
         cost = g["cost_steps_x_samples"].dropna() if "cost_steps_x_samples" in g else pd.Series(dtype=float)
-        line += [int(cost.iloc[0]) if len(cost) else 1, f"{g['seconds_per_image'].mean():.3f}"]
+        line += [int(cost.iloc[0]) if len(cost) else 1, f"{g['seconds_per_image'].mean():.3f}", _seg_training(g)]
         base = sg[(sg["dataset"] == ds) & (sg["method"] == "unet")]
         if method != "unet" and len(base):
             a, b = g.set_index("fold")["dice_per_image"], base.set_index("fold")["dice_per_image"]
@@ -381,7 +381,24 @@ def seg_table(rows: pd.DataFrame) -> pd.DataFrame:
             line.append("–")
         out.append(line)
     return pd.DataFrame(out, columns=["dataset", "method", "folds"] + [name for _, name in SEG_METRICS]
-                        + ["steps × samples", "s / image", "vs U-Net (Dice per image)"])
+                        + ["steps × samples", "s / image", "training", "vs U-Net (Dice per image)"])
+
+
+def _seg_training(g: pd.DataFrame) -> str:
+    """How the folds' training ended (``latentgap.seg.fit.training_end``): "3 of 3 early-stopped (epochs 32–41 of
+    60)", naming the budget-limited folds (no early stop before the epoch ceiling: possibly under-trained, so not a
+    finding); "–" for rows without the record."""
+    if "convergence" not in g or g["convergence"].isna().all():
+        return "–"
+    conv = g["convergence"].fillna("unknown")
+    text = f"{int((conv == 'early-stopped').sum())} of {len(g)} early-stopped"
+    if "max_epochs" in g and g["max_epochs"].notna().all():
+        lo, hi = int(g["epochs"].min()), int(g["epochs"].max())
+        text += f" (epochs {lo if lo == hi else f'{lo}–{hi}'} of {int(g['max_epochs'].max())})"
+    limited = sorted(int(f) for f in g.loc[conv == "budget-limited", "fold"])
+    if limited:
+        text += "; budget-limited: fold " + ", ".join(map(str, limited))
+    return text
 
 
 PROBE_SCORES = ("linear_gap", "knn_gap", "linear_latent", "linear_recon", "equiv_hflip", "equiv_shift", "hf_energy",

@@ -71,7 +71,8 @@ def run_row(cfg: FoldRunConfig, ds, splits, fit: "FitResult", model: torch.nn.Mo
     env = environment(device)
     fold = splits.folds[cfg.fold]
     return {"dataset": ds.name, "fold": cfg.fold, "k": len(splits.folds), "splits_digest": splits.digest(), **fields,
-            "epochs": fit.epochs, "best_epoch": fit.best_epoch, "train_seconds": round(fit.seconds, 2),
+            "epochs": fit.epochs, "best_epoch": fit.best_epoch, "max_epochs": fit.max_epochs,
+            "convergence": fit.convergence, "train_seconds": round(fit.seconds, 2),
             "n_train": len(fold.train), "n_test": len(fold.test), "image_size": list(ds.image_size),
             "image_channels": ds.channels, "parameters": sum(p.numel() for p in model.parameters()),
             "device": str(device), "torch": env["torch"], "code_version": env["code_version"], "config_hash": chash}
@@ -84,6 +85,8 @@ class FitResult:
     best_epoch: int
     epochs: int
     seconds: float
+    max_epochs: int
+    convergence: str  # early-stopped / budget-limited (training_end)
 
 
 def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -154,4 +157,16 @@ def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimize
             bar.advance(1)
     if best_state is None:  # nothing trained (epochs exhausted before the first epoch): keep the current weights
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return FitResult(best_state, best, best_epoch, len(lines), seconds)
+    return FitResult(best_state, best, best_epoch, len(lines), seconds, epochs,
+                     training_end(len(lines), best_epoch, epochs, patience))
+
+
+def training_end(epochs_run: int, best_epoch: int, max_epochs: int, patience: int) -> str:
+    """How a segmentation training ended: ``early-stopped`` when validation had not improved for ``patience`` epochs
+    (also when that happens exactly at the ceiling), else ``budget-limited``.
+
+    Every segmentation model here anneals its learning rate to zero at the ceiling (cosine, ``T_max = epochs``), so
+    its validation curve flattens at the end whatever the budget: a plateau at the ceiling is not evidence of
+    convergence (a kvasir U-Net that looked flat at 30 epochs gained 2.3 Dice points with a ceiling of 60), and only
+    early stopping counts."""
+    return "early-stopped" if epochs_run - 1 - best_epoch >= patience else "budget-limited"
