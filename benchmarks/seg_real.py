@@ -28,7 +28,8 @@ from classifier_env import machine, versions  # noqa: E402
 
 HERE = Path(__file__).parent
 RECORD = HERE / "seg_real_runs"  # the finished runs' result.json, config.yaml and metrics.jsonl, committed
-KEPT = ("result.json", "config.yaml", "metrics.jsonl")
+KEPT = ("result.json", "config.yaml", "metrics.jsonl", "mask_ae/result.json", "mask_ae/config.yaml",
+        "mask_ae/metrics.jsonl")
 DATASETS = ("kvasir_seg_128", "busi_seg_128")
 K = 3
 
@@ -71,6 +72,10 @@ def training(row: dict) -> dict:
     if "convergence" not in row and cfg:
         out.update(max_epochs=cfg["epochs"],
                    convergence=training_end(row["epochs"], row["best_epoch"], cfg["epochs"], cfg["patience"]))
+    ae = folder / "mask_ae"
+    if "mask_ae_convergence" not in row and (ae / "result.json").exists() and (ae / "config.yaml").exists():
+        res, acfg = json.loads((ae / "result.json").read_text()), yaml.safe_load((ae / "config.yaml").read_text())
+        out["mask_ae_convergence"] = training_end(res["epochs"], res["best_epoch"], acfg["epochs"], acfg["patience"])
     return out
 
 

@@ -383,10 +383,13 @@ def test_seg_table_names_how_each_arms_training_ended():
         {**base, "method": "unet", "fold": 0, "epochs": 32, "max_epochs": 60, "convergence": "early-stopped"},
         {**base, "method": "unet", "fold": 1, "epochs": 60, "max_epochs": 60, "convergence": "early-stopped"},
         {**base, "method": "unet", "fold": 2, "epochs": 60, "max_epochs": 60, "convergence": "budget-limited"},
-        {**base, "method": "latent-diffusion", "fold": 0, "epochs": 8}])
+        {**base, "method": "latent-diffusion", "fold": 0, "epochs": 8},
+        {**base, "method": "pixel-diffusion", "fold": 0, "epochs": 8, "max_epochs": 60, "convergence": "early-stopped",
+         "mask_ae_convergence": "budget-limited"}])
     t = seg_table(rows).set_index("method")["training"]
     assert t["unet"] == "2 of 3 early-stopped (epochs 32–60 of 60); budget-limited: fold 2"
     assert t["latent-diffusion"] == "–"
+    assert t["pixel-diffusion"] == "1 of 1 early-stopped (epochs 8 of 60); mask AE budget-limited: fold 0"
     from latentgap.seg.fit import training_end
 
     assert training_end(32, 23, 60, 8) == "early-stopped"  # patience ran out before the ceiling

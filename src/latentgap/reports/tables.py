@@ -387,7 +387,7 @@ def seg_table(rows: pd.DataFrame) -> pd.DataFrame:
 def _seg_training(g: pd.DataFrame) -> str:
     """How the folds' training ended (``latentgap.seg.fit.training_end``): "3 of 3 early-stopped (epochs 32–41 of
     60)", naming the budget-limited folds (no early stop before the epoch ceiling: possibly under-trained, so not a
-    finding); "–" for rows without the record."""
+    finding) and those whose mask autoencoder was; "–" for rows without the record."""
     if "convergence" not in g or g["convergence"].isna().all():
         return "–"
     conv = g["convergence"].fillna("unknown")
@@ -398,6 +398,10 @@ def _seg_training(g: pd.DataFrame) -> str:
     limited = sorted(int(f) for f in g.loc[conv == "budget-limited", "fold"])
     if limited:
         text += "; budget-limited: fold " + ", ".join(map(str, limited))
+    if "mask_ae_convergence" in g:  # the mask autoencoder under a latent segmenter: its own ceiling
+        ae = sorted(int(f) for f in g.loc[g["mask_ae_convergence"] == "budget-limited", "fold"])
+        if ae:
+            text += "; mask AE budget-limited: fold " + ", ".join(map(str, ae))
     return text
 
 

@@ -355,6 +355,7 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
                   target_shape=target_shape,
                   mask_ae_ceiling_dice_per_image=None if mask_row is None else mask_row["roundtrip_dice_per_image"],
                   mask_ae_ceiling_dice_global=None if mask_row is None else mask_row["roundtrip_dice_global"],
+                  mask_ae_convergence=None if mask_row is None else mask_row.get("convergence"),
                   val_dice=fit.best)
     atomic_write_json(run_dir / "result.json", row)
     return row
