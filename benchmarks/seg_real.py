@@ -96,7 +96,7 @@ def run_name(name: str, fold: int, method: str, cfg) -> str:
     return f"{name}-{'unet' if method == 'unet' else 'latent'}-f{fold}-{cfg.config_hash()[:8]}"
 
 
-def train_all(work: Path, datasets, folds) -> None:
+def train_all(work: Path, datasets, folds, methods=("unet", "latent")) -> None:
     from latentgap.seg.baseline import train_unet
     from latentgap.seg.data import open_seg_dataset, seg_splits
     from latentgap.seg.segmenter import train_segmenter
@@ -106,6 +106,8 @@ def train_all(work: Path, datasets, folds) -> None:
             ds = open_seg_dataset(name)
             sp = seg_splits(ds, k=K, seed=0)
             for method, cfg in configs(ds, fold).items():
+                if ("unet" if method == "unet" else "latent") not in methods:
+                    continue
                 t0 = time.perf_counter()
                 train = train_unet if method == "unet" else train_segmenter
                 train(cfg, work / run_name(name, fold, method, cfg), ds, sp)
@@ -173,13 +175,15 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/lgx/seg_real")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--folds", type=int, nargs="+", default=list(range(K)))
+    ap.add_argument("--methods", nargs="+", choices=["unet", "latent"], default=["unet", "latent"],
+                    help="train only these (two processes can split a fold's pair; never two on one run)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     sync(work)
     if not args.report_only:
-        train_all(work, args.datasets, args.folds)
+        train_all(work, args.datasets, args.folds, args.methods)
     report()
 
 
