@@ -114,6 +114,35 @@ def test_killed_training_resumes_to_identical_weights(tmp_path):
     assert row["final_loss"] == ref["final_loss"] and row["config_hash"] == ref["config_hash"]
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_float16_training_resumes_at_the_loss_scale_it_reached(tmp_path, monkeypatch):
+    """Under float16 autocast (CUDA without bfloat16; forced here on the CPU) the GradScaler's state is part of the
+    checkpoint: a run interrupted after its step-10 checkpoint resumes to the uninterrupted run's weights and scaler."""
+    import latentgap.device
+    import latentgap.synth.train as st
+
+    monkeypatch.setattr(latentgap.device, "autocast_dtype", lambda device: torch.float16)
+    cfg = _cfg(tmp_path, steps=20)
+    train_generator(cfg, tmp_path / "ref", progress=False)
+    real, calls = st.weighted_mse, []
+
+    def cut(*a, **kw):  # interrupted during step 13, after the checkpoint of step 10
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(st, "weighted_mse", cut)
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(cfg, tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    assert read_checkpoint_meta(ckpt)["grad_scaler"]["_growth_tracker"] == 10
+    train_generator(cfg, tmp_path / "run", progress=False)
+    a, ma = load_checkpoint(tmp_path / "ref" / "checkpoint.safetensors")
+    b, mb = load_checkpoint(ckpt)
+    assert ma["grad_scaler"] == mb["grad_scaler"] and ma["grad_scaler"]["_growth_tracker"] == 20
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "ema.")))
+
+
 def test_run_folder_of_other_settings_is_refused(tmp_path):
     cfg = _cfg(tmp_path, steps=2, checkpoint_every=1)
     train_generator(cfg, tmp_path / "run", progress=False)

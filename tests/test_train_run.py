@@ -94,6 +94,39 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(root, tmp_path, monkey
 
 
 @pytest.mark.slow
+def test_float16_resume_restores_the_loss_scale(root, tmp_path, monkeypatch):
+    """Under float16 autocast (CUDA without bfloat16; forced here on the CPU) the checkpoint holds the GradScaler's
+    state, and a run cut during epoch 1 resumes to the uninterrupted run's scaler and test predictions."""
+    import torch
+
+    import latentgap.train.loop as loop
+    import latentgap.train.run as run
+
+    for mod in (loop, run):
+        monkeypatch.setattr(mod, "autocast_dtype", lambda device: torch.float16)
+    full = run_training(_cfg(root, epochs=3), tmp_path / "full")
+    real, calls = loop.train_one_epoch, []
+
+    def crash_on_second_epoch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(loop, "train_one_epoch", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_cfg(root, epochs=3), tmp_path / "cut")
+    from latentgap.runs import read_checkpoint_meta
+
+    steps = read_checkpoint_meta(tmp_path / "full" / "checkpoint.safetensors")["grad_scaler"]["_growth_tracker"]
+    assert read_checkpoint_meta(tmp_path / "cut" / "checkpoint.safetensors")["grad_scaler"]["_growth_tracker"] == steps // 3
+    resumed = run_training(_cfg(root, epochs=3), tmp_path / "cut")
+    assert read_checkpoint_meta(tmp_path / "cut" / "checkpoint.safetensors")["grad_scaler"] == \
+        read_checkpoint_meta(tmp_path / "full" / "checkpoint.safetensors")["grad_scaler"]
+    assert resumed["bacc"] == full["bacc"]
+    assert np.array_equal(np.load(tmp_path / "cut" / "test_probs.npy"), np.load(tmp_path / "full" / "test_probs.npy"))
+
+
+@pytest.mark.slow
 def test_noise_conditioned_and_image_space_rows(root, tmp_path):
     row = run_training(_cfg(root, noise_cond=True, film_embed_dim=16), tmp_path / "nc")
     assert row["variant"] == "noise-conditioned" and all(f"acc_q{i}" in row for i in range(4))

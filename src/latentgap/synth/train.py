@@ -175,6 +175,8 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps))
     ema = _ema(model, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
+    amp = autocast_dtype(device)  # bf16 / fp16 autocast on CUDA, full precision on CPU and MPS
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     ckpt = run_dir / "checkpoint.safetensors"
     step, seconds, lines = 0, 0.0, []
     if ckpt.exists():
@@ -184,6 +186,8 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
         sched.load_state_dict(meta["scheduler"])
         ema.load_state_dict({**meta["ema"], "shadow_params": [t[f"ema.{i}"] for i in range(meta["ema_n"])]})
         g.set_state(t["rng.generator"])
+        if scaler is not None and "grad_scaler" in meta:  # float16: resume at the loss scale reached
+            scaler.load_state_dict(meta["grad_scaler"])
         step, seconds = meta["step"], meta["train_seconds"]
         if (run_dir / "metrics.jsonl").exists():
             lines = [ln for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if json.loads(ln)["step"] <= step]
@@ -198,11 +202,10 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
         tensors["rng.generator"] = g.get_state()
         save_checkpoint(ckpt, tensors, {"step": at, "train_seconds": seconds, "config_hash": chash,
                                         "param_groups": groups, "scheduler": sched.state_dict(),
-                                        "ema": ema_sd, "ema_n": len(shadow)})
+                                        "ema": ema_sd, "ema_n": len(shadow),
+                                        **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})})
         atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + ("\n" if lines else ""))
 
-    amp = autocast_dtype(device)  # bf16 / fp16 autocast on CUDA, full precision on CPU and MPS
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else nullcontext
     n = len(train)
     model.train()

@@ -101,17 +101,21 @@ def open_inputs(cfg: TrainConfig) -> TrainInputs:
 # ----------------------------------------------------------------------------- checkpoints
 
 def _save_checkpoint(path: Path, model, stopper: EarlyStopping, optimizer, scheduler, g: torch.Generator,
-                     meta: dict) -> None:
+                     meta: dict, scaler: "torch.amp.GradScaler | None" = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in (stopper.best_state or {}).items()})
     opt_tensors, groups = optimizer_tensors(optimizer)
     tensors.update(opt_tensors)
     tensors["rng.generator"] = g.get_state()
     save_checkpoint(path, tensors, {**meta, "early_stopping": stopper.state_dict(),
-                                    "scheduler": scheduler.state_dict(), "param_groups": groups})
+                                    "scheduler": scheduler.state_dict(), "param_groups": groups,
+                                    **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})})
 
 
-def _load_checkpoint(path: Path, model, stopper: EarlyStopping, optimizer, scheduler, g: torch.Generator) -> dict:
+def _load_checkpoint(path: Path, model, stopper: EarlyStopping, optimizer, scheduler, g: torch.Generator,
+                     scaler: "torch.amp.GradScaler | None" = None) -> dict:
+    """Restore a run's state; a float16 run's loss scale too (a fresh scaler would restart at 2**16 and skip
+    steps until it backed off again, so the resumed run would not match the uninterrupted one)."""
     t, meta = load_checkpoint(path)
     model.load_state_dict(prefixed(t, "model"))
     stopper.best_state = prefixed(t, "best") or None
@@ -119,6 +123,8 @@ def _load_checkpoint(path: Path, model, stopper: EarlyStopping, optimizer, sched
     load_optimizer(optimizer, t, meta["param_groups"])
     scheduler.load_state_dict(meta["scheduler"])
     g.set_state(t["rng.generator"])
+    if scaler is not None and "grad_scaler" in meta:
+        scaler.load_state_dict(meta["grad_scaler"])
     return meta
 
 
@@ -190,15 +196,15 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
     stopper = EarlyStopping(cfg.patience, min_epochs=min_epochs(cfg, multilabel))
     noise = build_noise(cfg, device)
 
+    amp = autocast_dtype(device)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     ckpt = run_dir / "checkpoint.safetensors"
     start, lines, seconds = 0, [], 0.0
     if ckpt.exists():
-        meta = _load_checkpoint(ckpt, model, stopper, optimizer, scheduler, g)
+        meta = _load_checkpoint(ckpt, model, stopper, optimizer, scheduler, g, scaler)
         start, seconds = meta["epoch"] + 1, meta["train_seconds"]
         lines = [ln for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if json.loads(ln)["epoch"] < start]
 
-    amp = autocast_dtype(device)
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     info = getattr(model, "build_info", {})
     with progress_bar(cfg.epochs, f"train {cfg.space} {cfg.model} fold {cfg.fold}") as bar:
         bar.advance(start)
@@ -209,7 +215,7 @@ def run_training(cfg: TrainConfig, run_dir: str | os.PathLike, inputs: TrainInpu
             lines.append(json.dumps(metrics, sort_keys=True))
             atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
             _save_checkpoint(ckpt, model, st, optimizer, scheduler, g,
-                             {"epoch": epoch, "train_seconds": seconds, "config_hash": chash})
+                             {"epoch": epoch, "train_seconds": seconds, "config_hash": chash}, scaler)
             bar.advance(1)
 
         stopper = fit(model, optimizer, scheduler, loss_fn,
