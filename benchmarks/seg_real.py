@@ -59,6 +59,19 @@ def sync(work: Path) -> None:
                     atomic_write_text(target, source.read_text())
 
 
+def settings(cfg: dict) -> str:
+    """A run's training settings in a few words (from its recorded ``config.yaml``), to tell generations apart."""
+    if not cfg:
+        return "settings not recorded"
+    text = f"ceiling {cfg['epochs']}, patience {cfg['patience']}"
+    if "mask_ae" in cfg:  # a diffusion segmenter
+        ae = cfg["mask_ae"]
+        text += (f", validated on {cfg['val_samples']} x {cfg['val_steps']} steps, "
+                 f"{'EMA ' + str(cfg['ema_decay']) if cfg.get('ema_decay') else 'no weight average'}, "
+                 f"mask AE ceiling {ae.get('epochs', '?')}")
+    return text
+
+
 def training(row: dict) -> dict:
     """``row`` with its settings (epoch ceiling, patience) from the recorded ``config.yaml`` and, for runs recorded
     before the rows carried it, how training ended (``latentgap.seg.fit.training_end``, the rule the rows use now)."""
@@ -68,7 +81,7 @@ def training(row: dict) -> dict:
 
     folder = RECORD / row["run"]
     cfg = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
-    out = {**row, "patience": cfg.get("patience")}
+    out = {**row, "patience": cfg.get("patience"), "settings": settings(cfg)}
     if "convergence" not in row and cfg:
         out.update(max_epochs=cfg["epochs"],
                    convergence=training_end(row["epochs"], row["best_epoch"], cfg["epochs"], cfg["patience"]))
@@ -152,10 +165,11 @@ def report() -> None:
         lines.append(to_markdown(table))
     older = [r for r in every if r["config_hash"] not in current]
     if older:  # shown, so the reason for the settings change can be read off, but never mixed with the current table
-        settings = sorted({f"{r['method']} ceiling {r.get('max_epochs', '?')}, patience {r.get('patience', '?')}"
-                           for r in older})
-        lines += ["", f"Earlier settings (superseded: {'; '.join(settings)}; see the preset's header for why):", "",
-                  to_markdown(seg_table(pd.DataFrame(older).assign(kind="seg"))),
+        table = seg_table(pd.DataFrame([{**r, "method": f"{r['method']} ({r['settings']})"} for r in older])
+                          .assign(kind="seg"))
+        lines += ["", "Earlier settings (superseded; the preset's header says what changed and why). Each method is "
+                  "labelled with its settings, so runs of different settings are never averaged together:", "",
+                  to_markdown(table.drop(columns=["vs U-Net (Dice per image)"])),
                   "", "Training of the earlier runs (epochs run / best epoch): " + ", ".join(
                       f"{r['dataset']} {r['method']} fold {r['fold']} {r['epochs']}/{r['best_epoch']}" for r in older)
                   + ".", ""]

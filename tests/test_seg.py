@@ -239,6 +239,11 @@ def test_killed_segmenter_training_resumes_to_identical_weights(tmp_path):
     b, _ = load_checkpoint(tmp_path / "run" / "segmenter.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert row["dice_per_image"] == train_segmenter(cfg, tmp_path / "ref", ds, sp)["dice_per_image"]
+    # the weight average (on by default) is checkpointed and resumed with the rest
+    ca, ma = load_checkpoint(tmp_path / "ref" / "checkpoint.safetensors")
+    cb, mb = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert ma["ema_n"] == mb["ema_n"] > 0 and ma["ema"] == mb["ema"]
+    assert all(torch.equal(ca[f"ema.{i}"], cb[f"ema.{i}"]) for i in range(ma["ema_n"]))
 
 
 def test_segmenter_refuses_bad_input_in_one_line(tmp_path, shared_data):
@@ -396,3 +401,36 @@ def test_seg_table_names_how_each_arms_training_ended():
     assert training_end(60, 51, 60, 8) == "early-stopped"  # ... exactly at the ceiling
     assert training_end(60, 52, 60, 8) == "budget-limited"  # improved within the last `patience` epochs
     assert training_end(30, 26, 30, 6) == "budget-limited"  # the first pass's kvasir U-Net
+
+
+def test_fit_epochs_validates_and_keeps_the_weight_average(tmp_path):
+    """With an EMA, validation sees the averaged weights and the best state is the average, while training goes
+    on from the raw weights (a toy weight pulled from 0 towards 1: the average lags behind it)."""
+    from diffusers.training_utils import EMAModel
+
+    from latentgap.seg.fit import fit_epochs
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    ema = EMAModel(model.parameters(), decay=0.9, use_ema_warmup=False)
+    seen = []
+
+    def validate():
+        seen.append(float(model.weight))
+        return seen[-1]
+    fit = fit_epochs(tmp_path, "h", model, opt, sched, np.arange(4), lambda idx, g: (model.weight - 1).pow(2).sum(),
+                     validate, epochs=3, patience=5, batch_size=2, seed=0, desc="toy", progress=False, ema=ema)
+    raw = float(model.weight)
+    # 2 steps per epoch; SGD: w <- w + 0.2 (1 - w); diffusers' decay without warm-up: 0 at the first update (a
+    # copy), then min(0.9, (1 + t) / (10 + t)) at update t = 1, 2, ...; average <- d avg + (1 - d) w
+    w, avg, t, expected = 0.0, 0.0, 0, []
+    for _ in range(3):
+        for _ in range(2):
+            w = w + 0.2 * (1 - w)
+            d = min(0.9, (1 + t) / (10 + t)) if t else 0.0
+            avg, t = d * avg + (1 - d) * w, t + 1
+        expected.append(avg)
+    assert seen == pytest.approx(expected, abs=1e-6) and raw == pytest.approx(w, abs=1e-6)
+    assert float(fit.best_state["weight"]) == pytest.approx(expected[-1], abs=1e-6) and fit.best_epoch == 2

@@ -92,13 +92,15 @@ class FitResult:
 def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler, train_idx: np.ndarray, loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
                validate: Callable[[], float], *, epochs: int, patience: int, batch_size: int, seed: int,
-               desc: str, grad_clip: float | None = None, progress: bool | None = None) -> FitResult:
+               desc: str, grad_clip: float | None = None, progress: bool | None = None, ema=None) -> FitResult:
     """Train ``model`` for up to ``epochs`` epochs, stopping after ``patience`` epochs without a better
     ``validate()`` score (higher is better); resume from ``run_dir/checkpoint.safetensors`` when present.
 
     ``loss_fn(batch_indices, generator)`` returns the batch loss; it draws any randomness (flips, noise, time
     steps) from ``generator``, which is checkpointed with the weights. Batches of one sample are skipped
-    (BatchNorm cannot normalise them).
+    (BatchNorm cannot normalise them). With ``ema`` (a diffusers ``EMAModel`` over ``model.parameters()``), the
+    average is updated after every step, validation runs on the averaged weights, the best state is the averaged
+    one, and the average is checkpointed with the rest.
     """
     g = torch.Generator().manual_seed(seed)
     ckpt = run_dir / "checkpoint.safetensors"
@@ -110,6 +112,8 @@ def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimize
         load_optimizer(optimizer, t, meta["param_groups"])
         scheduler.load_state_dict(meta["scheduler"])
         g.set_state(t["rng.generator"])
+        if ema is not None:
+            ema.load_state_dict({**meta["ema"], "shadow_params": [t[f"ema.{i}"] for i in range(meta["ema_n"])]})
         start, best, best_epoch, bad, seconds = meta["epoch"] + 1, meta["best"], meta["best_epoch"], meta["bad"], meta["seconds"]
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:start]
     train_idx = np.asarray(train_idx)
@@ -132,9 +136,14 @@ def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimize
                 if grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
+                if ema is not None:
+                    ema.step(model.parameters())
                 tot, n = tot + loss.item() * len(idx), n + len(idx)
             scheduler.step()
             model.eval()
+            if ema is not None:  # validate (and keep) the averaged weights; training goes on from the raw ones
+                ema.store(model.parameters())
+                ema.copy_to(model.parameters())
             with torch.no_grad():
                 val = float(validate())
             if val > best:
@@ -142,6 +151,8 @@ def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimize
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
+            if ema is not None:
+                ema.restore(model.parameters())
             seconds += time.perf_counter() - t0
             lines.append(json.dumps({"epoch": epoch, "train_loss": tot / max(n, 1), "val": val,
                                      "seconds": time.perf_counter() - t0}, sort_keys=True))
@@ -151,9 +162,15 @@ def fit_epochs(run_dir: Path, config_hash: str, model: torch.nn.Module, optimize
             ot, groups = optimizer_tensors(optimizer)
             tensors.update(ot)
             tensors["rng.generator"] = g.get_state()
+            extra = {}
+            if ema is not None:
+                ema_sd = ema.state_dict()
+                shadow = ema_sd.pop("shadow_params")
+                tensors.update({f"ema.{i}": p for i, p in enumerate(shadow)})
+                extra = {"ema": ema_sd, "ema_n": len(shadow)}
             save_checkpoint(ckpt, tensors, {"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                                             "seconds": seconds, "param_groups": groups,
-                                            "scheduler": scheduler.state_dict(), "config_hash": config_hash})
+                                            "scheduler": scheduler.state_dict(), "config_hash": config_hash, **extra})
             bar.advance(1)
     if best_state is None:  # nothing trained (epochs exhausted before the first epoch): keep the current weights
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

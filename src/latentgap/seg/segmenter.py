@@ -63,6 +63,9 @@ class SegmenterConfig(FoldRunConfig):
     lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    # exponential moving average of the weights (diffusers EMAModel, warm-up 1 - (1 + step)^(-2/3) up to this
+    # decay); validation, selection and sampling use the average; 0 = none
+    ema_decay: float = Field(0.999, ge=0, lt=1)
     val_samples: int = Field(1, ge=1)
     val_steps: int = Field(1, ge=1)
     samples: int = Field(5, ge=1)
@@ -339,9 +342,14 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
         pred = run_predict(va, cfg.val_samples, cfg.val_steps, torch.Generator().manual_seed(cfg.seed))
         return overlap(pred["mask"], ds.masks[va])["dice_per_image"]
 
+    ema = None
+    if cfg.ema_decay:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
     fit = fit_epochs(run_dir, chash, model, opt, sched, tr, loss_fn, validate, epochs=cfg.epochs,
                      patience=cfg.patience, batch_size=cfg.batch_size, seed=cfg.seed, grad_clip=cfg.grad_clip,
-                     desc=f"seg {cfg.space}-diffusion {ds.name} fold {cfg.fold}", progress=progress)
+                     desc=f"seg {cfg.space}-diffusion {ds.name} fold {cfg.fold}", progress=progress, ema=ema)
     model.load_state_dict(fit.best_state)
     model.eval()
     save_checkpoint(run_dir / "segmenter.safetensors", {k: v for k, v in model.state_dict().items()}, record)
