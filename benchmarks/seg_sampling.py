@@ -41,12 +41,12 @@ def subset(ds, idx):
     return SegDataset(ds.name, ds.images[idx], ds.masks[idx], num_classes=ds.num_classes)
 
 
-def measure(work: Path, fold: int, n_train: int) -> list[dict]:
+def measure(work: Path, fold: int, n_train: int, datasets=DATASETS) -> list[dict]:
     from latentgap.seg.apply import evaluate_model, load_seg_model
     from latentgap.seg.data import open_seg_dataset, seg_splits
 
     out = []
-    for name in DATASETS:
+    for name in datasets:
         ds = open_seg_dataset(name)
         part = seg_splits(ds, k=K, seed=0).folds[fold]
         test, train = subset(ds, part.test), subset(ds, np.sort(part.train)[:n_train])
@@ -105,9 +105,16 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/lgx/seg_real")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--train-images", type=int, default=100)
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--append", action="store_true", help="add to the rows already in seg_sampling.json (other sets)")
     args = ap.parse_args()
-    rows = measure(Path(args.work), args.fold, args.train_images)
-    write(rows, "python benchmarks/seg_sampling.py " + " ".join(sys.argv[1:]))
+    rows = measure(Path(args.work), args.fold, args.train_images, args.datasets)
+    command = "python benchmarks/seg_sampling.py " + " ".join(sys.argv[1:])
+    if args.append and HERE.joinpath("seg_sampling.json").exists():
+        old = json.loads(HERE.joinpath("seg_sampling.json").read_text())
+        rows = [r for r in old["rows"] if r["dataset"] not in args.datasets] + rows
+        command = old["command"] + "; " + command
+    write(rows, command)
 
 
 if __name__ == "__main__":
