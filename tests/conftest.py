@@ -47,3 +47,21 @@ def tiny_flux2_vae():
     vae.bn.running_var.copy_(torch.linspace(0.2, 3.0, 16))
     return vae
 
+
+
+@pytest.fixture
+def interrupt_at_call(monkeypatch):
+    """``interrupt_at_call(module, name, n)`` replaces ``module.name`` by a wrapper that raises KeyboardInterrupt at
+    its ``n``-th call (an interruption mid-training); returns the list that counts the calls."""
+
+    def install(module, name: str, n: int) -> list:
+        real, calls = getattr(module, name), []
+
+        def wrapper(*a, **kw):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*a, **kw)
+        monkeypatch.setattr(module, name, wrapper)
+        return calls
+    return install

@@ -115,7 +115,7 @@ def test_killed_training_resumes_to_identical_weights(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_float16_training_resumes_at_the_loss_scale_it_reached(tmp_path, monkeypatch):
+def test_float16_training_resumes_at_the_loss_scale_it_reached(tmp_path, monkeypatch, interrupt_at_call):
     """Under float16 autocast (CUDA without bfloat16; forced here on the CPU) the GradScaler's state is part of the
     checkpoint: a run interrupted after its step-10 checkpoint resumes to the uninterrupted run's weights and scaler."""
     import latentgap.device
@@ -124,14 +124,7 @@ def test_float16_training_resumes_at_the_loss_scale_it_reached(tmp_path, monkeyp
     monkeypatch.setattr(latentgap.device, "autocast_dtype", lambda device: torch.float16)
     cfg = _cfg(tmp_path, steps=20)
     train_generator(cfg, tmp_path / "ref", progress=False)
-    real, calls = st.weighted_mse, []
-
-    def cut(*a, **kw):  # interrupted during step 13, after the checkpoint of step 10
-        calls.append(1)
-        if len(calls) == 13:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-    monkeypatch.setattr(st, "weighted_mse", cut)
+    interrupt_at_call(st, "weighted_mse", 13)  # during step 13, after the checkpoint of step 10
     with pytest.raises(KeyboardInterrupt):
         train_generator(cfg, tmp_path / "run", progress=False)
     ckpt = tmp_path / "run" / "checkpoint.safetensors"

@@ -61,18 +61,11 @@ def test_latent_run_writes_folder_and_is_deterministic(root, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_from_checkpoint_matches_uninterrupted_run(root, tmp_path, monkeypatch, capsys):
-    full = run_training(_cfg(root, epochs=3), tmp_path / "full")
+def test_resume_from_checkpoint_matches_uninterrupted_run(root, tmp_path, interrupt_at_call, capsys):
     import latentgap.train.loop as loop
 
-    real, calls = loop.train_one_epoch, []
-
-    def crash_on_second_epoch(*a, **kw):  # an interruption during epoch 1 (counts every epoch trained)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-    monkeypatch.setattr(loop, "train_one_epoch", crash_on_second_epoch)
+    full = run_training(_cfg(root, epochs=3), tmp_path / "full")
+    calls = interrupt_at_call(loop, "train_one_epoch", 2)  # during epoch 1; counts every epoch trained
     with pytest.raises(KeyboardInterrupt):
         run_training(_cfg(root, epochs=3), tmp_path / "cut")
     from latentgap.runs import read_checkpoint_meta  # counters live in the checkpoint's own header
@@ -94,7 +87,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(root, tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_float16_resume_restores_the_loss_scale(root, tmp_path, monkeypatch):
+def test_float16_resume_restores_the_loss_scale(root, tmp_path, monkeypatch, interrupt_at_call):
     """Under float16 autocast (CUDA without bfloat16; forced here on the CPU) the checkpoint holds the GradScaler's
     state, and a run cut during epoch 1 resumes to the uninterrupted run's scaler and test predictions."""
     import torch
@@ -105,14 +98,7 @@ def test_float16_resume_restores_the_loss_scale(root, tmp_path, monkeypatch):
     for mod in (loop, run):
         monkeypatch.setattr(mod, "autocast_dtype", lambda device: torch.float16)
     full = run_training(_cfg(root, epochs=3), tmp_path / "full")
-    real, calls = loop.train_one_epoch, []
-
-    def crash_on_second_epoch(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-    monkeypatch.setattr(loop, "train_one_epoch", crash_on_second_epoch)
+    interrupt_at_call(loop, "train_one_epoch", 2)
     with pytest.raises(KeyboardInterrupt):
         run_training(_cfg(root, epochs=3), tmp_path / "cut")
     from latentgap.runs import read_checkpoint_meta
