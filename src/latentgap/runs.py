@@ -137,6 +137,19 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
+def ema_tensors(ema) -> tuple[dict[str, torch.Tensor], dict]:
+    """A diffusers ``EMAModel``'s shadow weights as ``{ema.<i>: tensor}`` and the rest of its state (JSON-able)
+    as ``{"ema": ..., "ema_n": count}`` for the checkpoint's header."""
+    sd = ema.state_dict()
+    shadow = sd.pop("shadow_params")
+    return {f"ema.{i}": p for i, p in enumerate(shadow)}, {"ema": sd, "ema_n": len(shadow)}
+
+
+def load_ema(ema, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Inverse of :func:`ema_tensors`."""
+    ema.load_state_dict({**meta["ema"], "shadow_params": [tensors[f"ema.{i}"] for i in range(meta["ema_n"])]})
+
+
 def check_run_dir(run_dir: str | os.PathLike, config_hash: str, what: str = "configuration") -> dict | None:
     """The finished row (``result.json``) if ``run_dir`` holds this configuration's result, None if it holds
     nothing finished of it; UserError if ``result.json``, the checkpoint or ``config.yaml`` was written by another

@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from ..progress import progress_bar
-from ..runs import check_run_dir, environment, load_checkpoint, load_optimizer, optimizer_tensors, prefixed, save_checkpoint
+from ..runs import (check_run_dir, ema_tensors, environment, load_checkpoint, load_ema, load_optimizer,
+                    optimizer_tensors, prefixed, save_checkpoint)
 from ..storage import atomic_write_json, atomic_write_text, stable_hash
 from .models import build_denoiser
 from ..diffusion.objectives import build_objective, weighted_mse
@@ -184,7 +185,7 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
         model.load_state_dict(prefixed(t, "model"))
         load_optimizer(opt, t, meta["param_groups"])
         sched.load_state_dict(meta["scheduler"])
-        ema.load_state_dict({**meta["ema"], "shadow_params": [t[f"ema.{i}"] for i in range(meta["ema_n"])]})
+        load_ema(ema, t, meta)
         g.set_state(t["rng.generator"])
         if scaler is not None and "grad_scaler" in meta:  # float16: resume at the loss scale reached
             scaler.load_state_dict(meta["grad_scaler"])
@@ -194,15 +195,14 @@ def train_generator(cfg: SynthConfig, run_dir: str | os.PathLike, inputs=None, *
 
     def save(at: int) -> None:
         tensors = {f"model.{kk}": v for kk, v in model.state_dict().items()}
-        ema_sd = ema.state_dict()
-        shadow = ema_sd.pop("shadow_params")
-        tensors.update({f"ema.{i}": p for i, p in enumerate(shadow)})
+        et, ema_meta = ema_tensors(ema)
+        tensors.update(et)
         ot, groups = optimizer_tensors(opt)
         tensors.update(ot)
         tensors["rng.generator"] = g.get_state()
         save_checkpoint(ckpt, tensors, {"step": at, "train_seconds": seconds, "config_hash": chash,
                                         "param_groups": groups, "scheduler": sched.state_dict(),
-                                        "ema": ema_sd, "ema_n": len(shadow),
+                                        **ema_meta,
                                         **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})})
         atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + ("\n" if lines else ""))
 
