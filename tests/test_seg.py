@@ -287,9 +287,14 @@ def test_seg_cli_trains_with_taef2_latents_then_evaluates_and_predicts_resized_f
     run = tmp_path / "run"
     main(["seg", "train", "--data", str(tmp_path / "discs.npz"), "--method", "latent", "--folds", "3",
           "--condition", "latent,encoder", "--ae", "taef2", "--width", "16", "--mask-downsample", "4",
-          "--mask-epochs", "2", "--epochs", "2", "--samples", "2", "--steps", "1", "--out", str(run), "--device", "cpu"])
+          "--mask-epochs", "2", "--epochs", "2", "--samples", "2", "--steps", "1", "--val-steps", "2",
+          "--ema-decay", "0.99", "--out", str(run), "--device", "cpu"])
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["method"] == "latent-diffusion" and 0 <= row["dice_per_image"] <= 1
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["val_steps"] == 2 and saved["ema_decay"] == 0.99
     assert json.loads((run / "result.json").read_text())["autoencoder"] == "taef2"
     other = tmp_path / "other"
     _write_pairs(other, _discs(n=6, seed=5), 48)

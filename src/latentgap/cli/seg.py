@@ -47,6 +47,10 @@ def seg_train_cmd(
     patience: int = typer.Option(10, "--patience", help="Epochs without a better validation Dice before stopping."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
     lr: float = typer.Option(5e-4, "--lr", help="AdamW learning rate (cosine schedule)."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", help="Weight average of the diffusion denoiser (validated, "
+                                    "selected and sampled); 0 = none."),
+    val_steps: int = typer.Option(1, "--val-steps", help="Sampler steps of the validation prediction early stopping "
+                                  "reads (1 is cheap; the test's --steps selects on what is tested)."),
     samples: int = typer.Option(5, "--samples", help="Samples per test image (diffusion methods)."),
     steps: int = typer.Option(10, "--steps", help="Sampler steps per sample (1 = single-step mode)."),
     sampler: str = typer.Option("auto", "--sampler", help="auto, ddim, dpm++ (vpred) or euler (flow)."),
@@ -80,8 +84,9 @@ def seg_train_cmd(
             cfg = SegmenterConfig(dataset=ds.name, image_size=list(ds.image_size), fold=fold, k=folds, split_seed=split_seed, space=method,
                                   condition=_csv(condition), autoencoder=ae, objective=objective, width=width,
                                   mask_ae={"downsample": mask_downsample, "epochs": mask_epochs}, epochs=epochs,
-                                  patience=patience, batch_size=batch_size, lr=lr, samples=samples, steps=steps,
-                                  sampler=sampler, seed=seed, device=device)
+                                  patience=patience, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+                                  val_steps=val_steps, samples=samples, steps=steps, sampler=sampler, seed=seed,
+                                  device=device)
             row = train_segmenter(cfg, out, ds, splits)
     except ValidationError as e:
         err = e.errors()[0]
