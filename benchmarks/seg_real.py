@@ -9,8 +9,9 @@ per-image Dice, latent diffusion vs U-Net.
     OMP_NUM_THREADS=1 python benchmarks/seg_real.py --work /work/runs/seg_real
 
 Resumable: every run folder resumes, finished runs are read back. Each finished run's ``result.json``, ``config.yaml``
-and validation curve ``metrics.jsonl`` (a few kB; the weights stay in ``--work``) are also kept under ``benchmarks/seg_real_runs/<run>/``, and runs found there are not
-trained again, so the record grows across machines and sessions by committing that folder. Writes
+and validation curve ``metrics.jsonl`` (a few kB; the weights stay in ``--work``) are also kept under
+``benchmarks/seg_real_runs/<run>/``, and runs found there are not trained again, so the record grows across machines
+and sessions by committing that folder. Writes
 benchmarks/seg_real.json and .md from every finished run (``--report-only`` rebuilds them without training).
 """
 

@@ -28,10 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from classifier_env import machine, versions  # noqa: E402
-from seg_real import DATASETS, K, configs, run_name  # noqa: E402
+from seg_real import DATASETS, K, LATENT, configs, run_name  # noqa: E402
 
 HERE = Path(__file__).parent
-BUDGETS = [(1, 1), (1, 10), (5, 10), (10, 25)]
+BUDGETS = [(1, 1), (1, 10), (5, 10), (10, 25)]  # samples x steps on the test part
+RECORDED = (LATENT["samples"], LATENT["steps"])  # seg-shared's own setting (5 x 10), also on the training images
 KEYS = ("dice_per_image", "dice_global", "iou_per_image", "ece", "uncertainty_auroc_std", "seconds_per_image")
 
 
@@ -56,17 +57,18 @@ def measure(work: Path, fold: int, n_train: int, datasets=DATASETS) -> list[dict
                 print(f"{run.name}: not finished (or its weights are not in --work), skipped", flush=True)
                 continue
             model = load_seg_model(run, "cpu")
-            budgets = BUDGETS if method != "unet" else [(1, 1)]
-            for part_name, data in (("test", test), ("train", train)):
-                for samples, steps in (budgets if part_name == "test" else [budgets[-2] if method != "unet" else (1, 1)]):
-                    t0 = time.perf_counter()
-                    row, _, _ = evaluate_model(model, data, samples=samples if method != "unet" else None,
-                                               steps=steps if method != "unet" else None, seed=0)
-                    rec = {"dataset": name, "fold": fold, "method": method, "part": part_name, "n": len(data),
-                           "samples": row["samples"], "steps": row["steps"], **{k: row.get(k) for k in KEYS}}
-                    out.append(rec)
-                    print(f"{name} {method} {part_name} {rec['samples']}x{rec['steps']}: Dice/img "
-                          f"{rec['dice_per_image']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            # the deterministic U-Net once per part; the segmenter at every budget on test, the recorded one on train
+            plan = ([("test", test, None), ("train", train, None)] if method == "unet" else
+                    [("test", test, b) for b in BUDGETS] + [("train", train, RECORDED)])
+            for part_name, data, budget in plan:
+                samples, steps = budget or (None, None)
+                t0 = time.perf_counter()
+                row, _, _ = evaluate_model(model, data, samples=samples, steps=steps, seed=0)
+                rec = {"dataset": name, "fold": fold, "method": method, "part": part_name, "n": len(data),
+                       "samples": row["samples"], "steps": row["steps"], **{k: row.get(k) for k in KEYS}}
+                out.append(rec)
+                print(f"{name} {method} {part_name} {rec['samples']}x{rec['steps']}: Dice/img "
+                      f"{rec['dice_per_image']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
             res = json.loads((run / "result.json").read_text())
             if res.get("mask_ae_ceiling_dice_per_image") is not None:
                 out.append({"dataset": name, "fold": fold, "method": "mask-AE round trip", "part": "test",

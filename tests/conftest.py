@@ -48,7 +48,6 @@ def tiny_flux2_vae():
     return vae
 
 
-
 @pytest.fixture
 def interrupt_at_call(monkeypatch):
     """``interrupt_at_call(module, name, n)`` replaces ``module.name`` by a wrapper that raises KeyboardInterrupt at
