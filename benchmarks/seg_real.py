@@ -1,7 +1,7 @@
 """Latent diffusion segmenter vs U-Net baseline on the shared segmentation sets (kvasir_seg_128, busi_seg_128).
 
-Same folds (3, grouped by ids, stratified by empty mask), same epoch ceiling and early stopping for both methods, at
-the native 128 px. Per fold: the mask autoencoder's round-trip Dice (the ceiling of the latent method), Dice / IoU
+Same folds (3, grouped by ids, stratified by empty mask) and flips for both methods at the native 128 px; the
+``seg-shared`` preset's settings (epoch ceilings matched in CPU time per fold, early stopping on validation Dice). Per fold: the mask autoencoder's round-trip Dice (the ceiling of the latent method), Dice / IoU
 per image and global, HD95, ECE, Brier, the confidence map's AUROC for per-pixel error (diffusion only), cost
 (steps x samples, seconds per image) and training time. Across folds: mean +- sd and the corrected paired t-test of
 per-image Dice, latent diffusion vs U-Net.
@@ -45,13 +45,13 @@ PAPER = {"kvasir_seg_128": "MedSegLatDiff reports Dice 84.5 on CVC-ClinicDB (pol
          "busi_seg_128": "MedSegLatDiff does not report BUSI (ISIC-2018 88.0, CVC-ClinicDB 84.5, LIDC-IDRI 83.4)"}
 
 
-def sync(work: Path) -> None:
-    """Finished runs in both places: new results in ``work`` are recorded (with their ``config.yaml`` and validation
-    curve ``metrics.jsonl``, so how training ended can be read from the record), recorded ones seed ``work`` (a run
-    folder holding only ``result.json`` of its configuration counts as finished)."""
+def sync(work: Path, record: Path = RECORD) -> None:
+    """Finished runs in both places: new results in ``work`` are recorded in ``record`` (with their ``config.yaml``
+    and validation curve ``metrics.jsonl``, so how training ended can be read from the record), recorded ones seed
+    ``work`` (a run folder holding only ``result.json`` of its configuration counts as finished)."""
     from latentgap.storage import atomic_write_text
 
-    for src, dst, names in ((work, RECORD, KEPT), (RECORD, work, ("result.json",))):
+    for src, dst, names in ((work, record, KEPT), (record, work, ("result.json",))):
         for res in sorted(src.glob("*/result.json")):
             for name in names:
                 source, target = res.parent / name, dst / res.parent.name / name
