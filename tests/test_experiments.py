@@ -252,3 +252,22 @@ def test_shared_data_tables_equal_numpy_and_scipy_over_rows_csv():
         for cell, m in ((bacc, "bacc"), (auc, "auc"), (mcc, "mcc")):
             _assert_mean_std(cell, [r[m] for r in sel], 3)
         assert abs(float(secs) - np.mean([r["train_seconds"] for r in sel])) <= 0.5
+
+
+def test_seg_condition_pairs_by_id():
+    """benchmarks/seg_condition.py: images of one id move together — the per-image mean difference is reported, the
+    CI and Wilcoxon's p are taken over per-id means (computed by hand here)."""
+    from scipy.stats import wilcoxon
+
+    sc = _load("seg_condition", BENCH / "seg_condition.py")
+    a = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.6])
+    b = np.array([0.4, 0.3, 0.2, 0.6, 0.7, 0.5])
+    groups = np.array([7, 7, 7, 3, 3, 5])      # per-id differences: id 7 +0.5, id 3 -0.5, id 5 +0.1
+    out = sc.paired(a, b, groups)
+    assert out["groups"] == 3
+    assert out["mean_diff"] == pytest.approx((3 * 0.5 - 2 * 0.5 + 0.1) / 6)
+    assert out["p_wilcoxon"] == pytest.approx(wilcoxon([-0.5, 0.1, 0.5]).pvalue)
+    lo, hi = out["ci"]
+    assert -0.5 <= lo <= (0.5 - 0.5 + 0.1) / 3 <= hi <= 0.5  # a bootstrap of three per-id means stays inside them
+    same = sc.paired(a, a, groups)
+    assert same["mean_diff"] == 0 and same["p_wilcoxon"] == 1.0 and same["ci"] == [0.0, 0.0]
