@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from classifier_env import machine, versions  # noqa: E402
-from seg_real import K, configs, run_name, sync  # noqa: E402
+from seg_real import K, appended, configs, run_name, sync, write_pair  # noqa: E402
 
 HERE = Path(__file__).parent
 RECORD = HERE / "seg_condition_runs"
@@ -149,10 +148,7 @@ def write(rows: list[dict], command: str) -> None:
         lines.append(f"* {r['dataset']} fold {r['fold']}, encoder only: {res['convergence']} (epochs {res['epochs']} "
                      f"of {res['max_epochs']}, best {res['best_epoch']}), {res['train_seconds']:.0f} s training, "
                      f"{res['parameters']:,} parameters.")
-    HERE.joinpath("seg_condition.md").write_text("\n".join(lines) + "\n")
-    HERE.joinpath("seg_condition.json").write_text(json.dumps({"command": command, "machine": machine(),
-                                                               "versions": versions(), "rows": rows},
-                                                              indent=1, default=str) + "\n")
+    write_pair("seg_condition", lines, rows, command)
 
 
 def main() -> None:
@@ -175,10 +171,8 @@ def main() -> None:
         sync(work, RECORD)
         rows += compare(record_work, ds, sp, args.fold, run)
     command = "python benchmarks/seg_condition.py " + " ".join(sys.argv[1:])
-    if args.append and HERE.joinpath("seg_condition.json").exists():
-        old = json.loads(HERE.joinpath("seg_condition.json").read_text())
-        rows = [r for r in old["rows"] if r["dataset"] not in args.datasets] + rows
-        command = old["command"] + "; " + command
+    if args.append:
+        rows, command = appended("seg_condition", rows, args.datasets, command)
     write(rows, command)
 
 

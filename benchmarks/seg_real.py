@@ -60,6 +60,22 @@ def sync(work: Path, record: Path = RECORD) -> None:
                     atomic_write_text(target, source.read_text())
 
 
+def write_pair(name: str, lines: list[str], rows: list[dict], command: str) -> None:
+    """``benchmarks/<name>.md`` from ``lines`` and ``<name>.json`` (command, machine, versions, rows)."""
+    HERE.joinpath(f"{name}.md").write_text("\n".join(lines) + "\n")
+    HERE.joinpath(f"{name}.json").write_text(json.dumps({"command": command, "machine": machine(),
+                                                        "versions": versions(), "rows": rows},
+                                                       indent=1, default=str) + "\n")
+
+
+def appended(name: str, rows: list[dict], datasets, command: str) -> tuple[list[dict], str]:
+    """``--append``: the rows already in ``<name>.json`` of other datasets, then ``rows``; the commands joined."""
+    old = json.loads(HERE.joinpath(f"{name}.json").read_text()) if HERE.joinpath(f"{name}.json").exists() else None
+    if old is None:
+        return rows, command
+    return [r for r in old["rows"] if r["dataset"] not in datasets] + rows, old["command"] + "; " + command
+
+
 def settings(cfg: dict) -> str:
     """A run's training settings in a few words (from its recorded ``config.yaml``), to tell generations apart."""
     if not cfg:

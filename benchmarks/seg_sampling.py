@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from classifier_env import machine, versions  # noqa: E402
-from seg_real import DATASETS, K, LATENT, configs, run_name  # noqa: E402
+from seg_real import DATASETS, K, LATENT, appended, configs, run_name, write_pair  # noqa: E402
 
 HERE = Path(__file__).parent
 BUDGETS = [(1, 1), (1, 10), (5, 10), (10, 25)]  # samples x steps on the test part
@@ -96,10 +95,7 @@ def write(rows: list[dict], command: str) -> None:
              "error AUROC of the std map across samples (a deterministic U-Net has none). The training-part rows use "
              "the first images of the fold's training part by index; the test rows the whole test part.", "",
              to_markdown(table), ""]
-    HERE.joinpath("seg_sampling.md").write_text("\n".join(lines) + "\n")
-    HERE.joinpath("seg_sampling.json").write_text(json.dumps({"command": command, "machine": machine(),
-                                                              "versions": versions(), "rows": rows},
-                                                             indent=1, default=str) + "\n")
+    write_pair("seg_sampling", lines, rows, command)
 
 
 def main() -> None:
@@ -112,10 +108,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = measure(Path(args.work), args.fold, args.train_images, args.datasets)
     command = "python benchmarks/seg_sampling.py " + " ".join(sys.argv[1:])
-    if args.append and HERE.joinpath("seg_sampling.json").exists():
-        old = json.loads(HERE.joinpath("seg_sampling.json").read_text())
-        rows = [r for r in old["rows"] if r["dataset"] not in args.datasets] + rows
-        command = old["command"] + "; " + command
+    if args.append:
+        rows, command = appended("seg_sampling", rows, args.datasets, command)
     write(rows, command)
 
 
