@@ -48,7 +48,7 @@ def train_variant(work: Path, record_work: Path, ds, sp, fold: int) -> Path:
     from latentgap.seg.segmenter import train_segmenter
 
     cfg = variant_config(ds, fold)
-    run = work / f"{run_name(ds.name, fold, 'latent-diffusion', cfg)}"
+    run = work / run_name(ds.name, fold, "latent-diffusion", cfg)
     recorded = configs(ds, fold)["latent-diffusion"]
     source = record_work / run_name(ds.name, fold, "latent-diffusion", recorded) / "mask_ae"
     target = run / "mask_ae"
@@ -81,10 +81,9 @@ def paired(a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> dict:
 def compare(record_work: Path, ds, sp, fold: int, variant_run: Path) -> list[dict]:
     """Per-image Dice of the U-Net, the record's segmenter and the encoder-only one on the same test images (each
     model's recorded sampling budget and test seed), and the paired differences."""
-    from latentgap.seg.apply import load_seg_model
+    from latentgap.seg.apply import evaluate_model, load_seg_model
     from latentgap.seg.data import SegDataset
     from latentgap.seg.metrics import overlap
-    from latentgap.seg.segmenter import evaluate_predictions
 
     part = np.asarray(sp.folds[fold].test)
     test = SegDataset(ds.name, ds.images[part], ds.masks[part], num_classes=ds.num_classes)
@@ -98,16 +97,12 @@ def compare(record_work: Path, ds, sp, fold: int, variant_run: Path) -> list[dic
     for label, run in runs.items():
         if not (run / "checkpoint.safetensors").exists() or not (run / "result.json").exists():
             raise SystemExit(f"{run} is not finished or its weights are not there: run benchmarks/seg_real.py first")
-        model = load_seg_model(run, "cpu")
-        t0 = time.perf_counter()
-        pred = model.predict(test.images, seed=1)  # the test seed train_segmenter uses (cfg.seed + 1, seed 0)
-        sec = (time.perf_counter() - t0) / len(test)
-        dice[label] = overlap(pred["mask"], test.masks)["dice_values"]
-        row = evaluate_predictions(pred, test.masks) if model.segmenter is not None else {
-            **{k: v for k, v in overlap(pred["mask"], test.masks).items() if k != "dice_values"}}
-        rows.append({"dataset": ds.name, "fold": fold, "model": label, "run": run.name, "seconds_per_image": sec,
+        # the recorded budget; seed 1 = the test seed train_segmenter uses (cfg.seed + 1 with seed 0)
+        row, pred, _ = evaluate_model(load_seg_model(run, "cpu"), test, seed=1)
+        dice[label] = overlap(pred["mask"], test.masks)["dice_values"]  # the row keeps only their mean
+        rows.append({"dataset": ds.name, "fold": fold, "model": label, "run": run.name,
                      **{k: row.get(k) for k in ("dice_per_image", "dice_global", "iou_per_image", "hd95_per_image",
-                                                "ece", "uncertainty_auroc_std")}})
+                                                "ece", "uncertainty_auroc_std", "seconds_per_image")}})
         print(f"{ds.name} fold {fold} {label}: Dice/img {rows[-1]['dice_per_image']:.3f}", flush=True)
     for a, b in (("latent + encoder (record)", "encoder only"), ("latent + encoder (record)", "unet"),
                  ("encoder only", "unet")):

@@ -1,10 +1,11 @@
 """Latent diffusion segmenter vs U-Net baseline on the shared segmentation sets (kvasir_seg_128, busi_seg_128).
 
 Same folds (3, grouped by ids, stratified by empty mask) and flips for both methods at the native 128 px; the
-``seg-shared`` preset's settings (epoch ceilings matched in CPU time per fold, early stopping on validation Dice). Per fold: the mask autoencoder's round-trip Dice (the ceiling of the latent method), Dice / IoU
-per image and global, HD95, ECE, Brier, the confidence map's AUROC for per-pixel error (diffusion only), cost
-(steps x samples, seconds per image) and training time. Across folds: mean +- sd and the corrected paired t-test of
-per-image Dice, latent diffusion vs U-Net.
+``seg-shared`` preset's settings (epoch ceilings matched in CPU time per fold, early stopping on validation Dice). Per
+fold: the mask autoencoder's round-trip Dice (the ceiling of the latent method), Dice / IoU per image and global,
+HD95, ECE, Brier, the confidence map's AUROC for per-pixel error (diffusion only), cost (steps x samples, seconds per
+image) and training time. Across folds: mean +- sd and the corrected paired t-test of per-image Dice, latent diffusion
+vs U-Net.
 
     OMP_NUM_THREADS=1 python benchmarks/seg_real.py --work /work/runs/seg_real
 
