@@ -120,6 +120,26 @@ def test_unet_baseline_learns_discs(tmp_path):
     assert train_unet(UNetConfig(**UNET, epochs=12, patience=12), tmp_path / "u", ds, sp)["config_hash"] == row["config_hash"]
 
 
+def test_multiclass_masks_load_and_split_but_training_refuses_them_in_one_line(tmp_path):
+    from latentgap.seg.baseline import UNetConfig, train_unet
+    from latentgap.seg.mask_ae import MaskAEConfig, train_mask_ae
+
+    base = _discs(n=12)
+    masks = base.masks.copy()
+    masks[:, :4] = 2 * (base.masks[:, :4] > 0)  # a third label where the disc crosses the top rows
+    masks[0, 0, 0] = 2
+    ds = SegDataset("three", base.images, masks, num_classes=3, ids=np.arange(12))
+    assert ds.describe()["num_classes"] == 3 and len(seg_splits(ds, k=3, seed=0).folds) == 3
+    sp = seg_splits(ds, k=3, seed=0)
+    with pytest.raises(UserError, match="3-class masks load and split, but the segmentation models train binary"):
+        train_unet(UNetConfig(**{**UNET, "dataset": "three"}, epochs=1), tmp_path / "u", ds, sp, progress=False)
+    with pytest.raises(UserError, match="binary masks only"):
+        train_mask_ae(MaskAEConfig(dataset="three", k=3, epochs=1, device="cpu"), tmp_path / "m", ds, sp, progress=False)
+    assert not (tmp_path / "u").exists() and not (tmp_path / "m").exists()
+    with pytest.raises(UserError, match=r"outside the label set 0..1.*num_classes=K"):
+        SegDataset("three", base.images, masks)
+
+
 def _kill_after_second_epoch(script_args: list[str], run_dir):
     """Run ``python -c script args...`` (a training into ``run_dir``), SIGKILL it once its checkpoint holds epoch 1,
     check it left no result; returns the checkpoint path."""

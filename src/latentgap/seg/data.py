@@ -9,7 +9,8 @@ Sources:
 * a CSV manifest with ``image`` and ``mask`` columns (paths relative to the CSV) and an optional ``id`` column.
 
 Masks are integer label maps (N, H, W): binary masks take values {0, 1} (0 / 255 PNGs are mapped to 0 / 1);
-multi-class masks take 0..K-1 with ``num_classes`` given. Empty masks (no foreground) are kept and counted: how a
+multi-class masks take 0..K-1 with ``num_classes`` given (they load, describe and split; the models train binary
+masks and refuse them in one line). Empty masks (no foreground) are kept and counted: how a
 metric treats them is the metric's business (``metrics.py``) and is named in every table.
 """
 
@@ -56,7 +57,8 @@ class SegDataset:
         bad = values[(values < 0) | (values >= num_classes)]
         if len(bad):
             raise UserError(f"{name}: mask value {bad[0]} is outside the label set 0..{num_classes - 1}",
-                            "binary masks hold 0/1 (or 0/255); for multi-class masks pass num_classes")
+                            "binary masks hold 0/1 (or 0/255); multi-class label maps load with "
+                            "open_seg_dataset(..., num_classes=K) (the models train binary masks)")
         self.name, self.images, self.masks = name, np.ascontiguousarray(images, np.uint8), masks.astype(np.uint8)
         self.num_classes, self.ids, self.labels, self.class_names = num_classes, ids, labels, class_names
         self.official_split, self.source = official_split, source

@@ -55,6 +55,9 @@ def begin_run(cfg: FoldRunConfig, run_dir: Path, ds, splits, what: str) -> tuple
         if cfg.fold >= len(splits.folds):
             raise UserError(f"fold {cfg.fold} does not exist ({len(splits.folds)} folds)", "pass a valid --fold")
         check_training_size(cfg.image_size, ds)
+        if ds.num_classes != 2:
+            raise UserError(f"{ds.name}: {ds.num_classes}-class masks load and split, but the segmentation models train "
+                            "binary masks only", "binarise the masks (foreground = label > 0) or train one model per class")
     return done, chash
 
 
