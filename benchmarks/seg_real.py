@@ -118,13 +118,17 @@ def configs(ds, fold: int) -> dict:
 
     name = ds.name
     common = dict(dataset=name, image_size=list(ds.image_size), fold=fold, k=K, device="cpu")
-    return {"unet": UNetConfig(**common, **UNET), "latent-diffusion": SegmenterConfig(**common, **LATENT)}
+    return {"unet": UNetConfig(**common, **UNET), "latent-diffusion": SegmenterConfig(**common, **LATENT),
+            "unet-latent": UNetConfig(**common, **UNET, latent_ae=LATENT["autoencoder"])}
+
+
+SHORT = {"unet": "unet", "latent-diffusion": "latent", "unet-latent": "unet-latent"}  # --methods and folder names
 
 
 def run_name(name: str, fold: int, method: str, cfg) -> str:
     """A run folder per configuration (``kvasir_seg_128-unet-f0-<hash>``): runs of other settings stay recorded
     beside the current ones and are never resumed into."""
-    return f"{name}-{'unet' if method == 'unet' else 'latent'}-f{fold}-{cfg.config_hash()[:8]}"
+    return f"{name}-{SHORT[method]}-f{fold}-{cfg.config_hash()[:8]}"
 
 
 def train_all(work: Path, datasets, folds, methods=("unet", "latent")) -> None:
@@ -137,10 +141,10 @@ def train_all(work: Path, datasets, folds, methods=("unet", "latent")) -> None:
             ds = open_seg_dataset(name)
             sp = seg_splits(ds, k=K, seed=0)
             for method, cfg in configs(ds, fold).items():
-                if ("unet" if method == "unet" else "latent") not in methods:
+                if SHORT[method] not in methods:
                     continue
                 t0 = time.perf_counter()
-                train = train_unet if method == "unet" else train_segmenter
+                train = train_segmenter if method == "latent-diffusion" else train_unet
                 train(cfg, work / run_name(name, fold, method, cfg), ds, sp)
                 print(f"{name} fold {fold} {method}: {time.perf_counter() - t0:.0f} s", flush=True)
                 sync(work)
@@ -207,8 +211,9 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/lgx/seg_real")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--folds", type=int, nargs="+", default=list(range(K)))
-    ap.add_argument("--methods", nargs="+", choices=["unet", "latent"], default=["unet", "latent"],
-                    help="train only these (two processes can split a fold's pair; never two on one run)")
+    ap.add_argument("--methods", nargs="+", choices=["unet", "latent", "unet-latent"], default=["unet", "latent"],
+                    help="train only these (two processes can split a fold's pair; never two on one run); "
+                    "unet-latent is the control: the U-Net also fed TAEF2's latents")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)

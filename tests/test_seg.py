@@ -140,6 +140,50 @@ def test_multiclass_masks_load_and_split_but_training_refuses_them_in_one_line(t
         SegDataset("three", base.images, masks)
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_unet_fed_taef2_latents_is_the_deterministic_control(tmp_path, shared_data, capsys):
+    """--unet-latents: the U-Net also reads the real TAEF2's latents (upsampled, concatenated); the autoencoder stays
+    out of the checkpoint, the run applies to new images through seg eval (encoding them itself, resized), and the
+    plain U-Net's configuration hash is the one it had before the option existed (the record's runs still match)."""
+    import json
+
+    from latentgap.cli import main
+    from latentgap.runs import load_checkpoint
+    from latentgap.seg.apply import load_seg_model
+    from latentgap.seg.baseline import UNetConfig, predict_probs
+    from latentgap.storage import stable_hash
+
+    ds = _discs(n=30)
+    np.savez(tmp_path / "discs.npz", train_images=ds.images, train_masks=ds.masks, train_ids=ds.ids)
+    run = tmp_path / "run"
+    main(["seg", "train", "--data", str(tmp_path / "discs.npz"), "--method", "unet", "--unet-latents", "--ae", "taef2",
+          "--folds", "3", "--epochs", "2", "--out", str(run), "--device", "cpu"])
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["method"] == "unet-latent" and 0 <= row["dice_per_image"] <= 1
+    assert json.loads((run / "result.json").read_text())["autoencoder"] == "taef2"
+    t, _ = load_checkpoint(run / "checkpoint.safetensors")
+    assert any(k.startswith("best.net.") for k in t) and not any("image_ae" in k for k in t)
+    model = load_seg_model(run)
+    assert model.method == "unet-latent"
+    sp = seg_splits(open_seg_dataset(tmp_path / "discs.npz"), k=3, seed=0)
+    te = np.asarray(sp.folds[0].test)
+    own = predict_probs(model.unet, ds, te, "cpu")  # encodes the images itself, as the run's test did
+    assert np.abs(own - model.predict(ds.images[te])["prob"]).max() < 1e-5
+    other = tmp_path / "other"
+    _write_pairs(other, _discs(n=6, seed=5), 48)
+    main(["seg", "eval", "--model", str(run), "--data", str(other), "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    ev = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert ev["method"] == "unet-latent" and ev["resized_from"] == [48, 48] and ev["n_images"] == 6
+    with pytest.raises(SystemExit):
+        main(["seg", "train", "--data", str(tmp_path / "discs.npz"), "--method", "latent", "--unet-latents",
+              "--out", str(tmp_path / "x")])
+    assert "--unet-latents applies to --method unet" in capsys.readouterr().err
+    plain = UNetConfig(**{**UNET, "dataset": "discs"})
+    assert plain.config_hash() == stable_hash({k: v for k, v in plain.model_dump().items()
+                                               if k not in ("device", "latent_ae")})
+    assert plain.model_copy(update={"latent_ae": "taef2"}).config_hash() != plain.config_hash()
+
+
 def _kill_after_second_epoch(script_args: list[str], run_dir):
     """Run ``python -c script args...`` (a training into ``run_dir``), SIGKILL it once its checkpoint holds epoch 1,
     check it left no result; returns the checkpoint path."""

@@ -36,7 +36,11 @@ def seg_train_cmd(
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the fold assignment."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize images (bilinear) and masks (nearest) to N x N "
                                        "first; recorded in the run."),
-    ae: str = typer.Option("taef2", "--ae", "-a", help="Image autoencoder of the 'latent' condition."),
+    ae: str = typer.Option("taef2", "--ae", "-a", help="Image autoencoder of the 'latent' condition (and of "
+                           "--unet-latents)."),
+    unet_latents: bool = typer.Option(False, "--unet-latents", help="unet only: also feed the U-Net --ae's image "
+                                      "latents (upsampled, concatenated to the input) — the deterministic control of "
+                                      "the latent condition; rows say method unet-latent."),
     condition: str = typer.Option("latent,encoder", "--condition", help="Diffusion conditions, comma-separated: "
                                   "latent (image latents of --ae), encoder (trainable image encoder), image (pixels)."),
     objective: str = typer.Option("vpred", "--objective", help="vpred (DDPM v-prediction, min-SNR) or flow."),
@@ -67,6 +71,8 @@ def seg_train_cmd(
 
     if method not in ("latent", "pixel", "unet"):
         raise UserError(f"unknown method '{method}'", "use latent, pixel or unet")
+    if unet_latents and method != "unet":
+        raise UserError("--unet-latents applies to --method unet", "the diffusion methods take --condition latent")
     ds = open_seg_dataset(data)
     if resize:
         ds = resize_seg(ds, resize)
@@ -76,7 +82,8 @@ def seg_train_cmd(
             from ..seg.baseline import UNetConfig, train_unet
 
             row = train_unet(UNetConfig(dataset=ds.name, image_size=list(ds.image_size), fold=fold, k=folds, split_seed=split_seed, epochs=epochs,
-                                        patience=patience, batch_size=batch_size, lr=lr, seed=seed, device=device),
+                                        patience=patience, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                                        latent_ae=ae if unet_latents else None),
                              out, ds, splits)
         else:
             from ..seg.segmenter import SegmenterConfig, train_segmenter

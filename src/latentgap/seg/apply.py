@@ -63,15 +63,15 @@ def load_seg_model(run_dir: str | os.PathLike, device: str = "cpu") -> SegModel:
                         "point --model at a folder written by latentgap seg train (after it finished)")
     row = read_json(res)
     dev = resolve_device(device)
-    if row.get("method") == "unet":
-        from .baseline import UNetConfig, build_unet
+    if row.get("method") in ("unet", "unet-latent"):
+        from .baseline import UNetConfig, build_unet, image_autoencoder
 
         cfg = UNetConfig(**{k: v for k, v in yaml.safe_load((run_dir / "config.yaml").read_text()).items()
                             if k != "config_hash"})
         t, _ = load_checkpoint(run_dir / "checkpoint.safetensors")
-        net = build_unet(cfg, int(row["image_channels"]))
+        net = build_unet(cfg, int(row["image_channels"]), *image_autoencoder(cfg, tuple(row["image_size"]), dev))
         net.load_state_dict(prefixed(t, "best"))
-        return SegModel(run_dir, "unet", tuple(row["image_size"]), int(row["image_channels"]), unet=net.to(dev).eval())
+        return SegModel(run_dir, cfg.method, tuple(row["image_size"]), int(row["image_channels"]), unet=net.to(dev).eval())
     from .segmenter import load_segmenter
 
     seg = load_segmenter(run_dir, dev)
