@@ -69,7 +69,7 @@ class LatentInputUNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:
-            from .segmenter import encode_images
+            from .views import encode_images
 
             with torch.no_grad():
                 z = encode_images(self.image_ae, x)
@@ -154,9 +154,9 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     write_run_config(cfg, run_dir, chash)
     views = None
     if image_ae is not None:
-        from .segmenter import _encode_views, _pick_view
+        from .views import encode_image_views, pick_view
 
-        views = _encode_views(image_ae, ds)  # (2, N, c, h, w): every image and its flip, encoded once
+        views = encode_image_views(image_ae, ds)  # (2, N, c, h, w): every image and its flip, encoded once
     model = build_unet(cfg, ds.channels, image_ae, zc).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -165,7 +165,7 @@ def train_unet(cfg: UNetConfig, run_dir: str | os.PathLike, ds, splits, *, progr
     def loss_fn(idx, g):
         flip = torch.rand(len(idx), generator=g) < 0.5
         x, y = _batch(ds, idx, flip)
-        args = (x.to(device),) if views is None else (x.to(device), _pick_view(views, idx, flip).to(device))
+        args = (x.to(device),) if views is None else (x.to(device), pick_view(views, idx, flip).to(device))
         return seg_loss(model(*args), y.to(device), cfg)
 
     def validate():

@@ -39,6 +39,7 @@ from ..errors import UserError
 from ..runs import load_checkpoint, save_checkpoint
 from ..storage import atomic_write_json
 from .data import image_batch, mask_batch
+from .views import encode_image_views, encode_images, pick_view, two_views
 from .fit import FoldRunConfig, begin_run, fit_epochs, run_row, write_run_config
 from .mask_ae import MaskAEConfig, MaskCodec, load_mask_codec, train_mask_ae
 from .metrics import calibration, overlap, uncertainty_auroc
@@ -211,38 +212,11 @@ def load_segmenter(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 
 # --------------------------------------------------------------------------- training
 
-def encode_images(image_ae, x: torch.Tensor) -> torch.Tensor:
-    """The image autoencoder's latents of (B, C, H, W) [0, 1] images (grey replicated for RGB autoencoders)."""
-    from ..autoencoders.base import adapt_images
-
-    dev = next(image_ae.parameters()).device
-    return image_ae.encode(adapt_images(x.to(dev), image_ae.info)).float()
-
-
-def _two_views(n: int, encode, batch_size: int) -> torch.Tensor:
-    """(2, N, ...) of ``encode(index_batch, view)`` for the identity and the horizontally flipped view (encode-time
-    views: a flipped sample reads the code of the flipped input, never a flipped code)."""
-    return torch.stack([torch.cat([encode(np.arange(lo, min(lo + batch_size, n)), view).cpu()
-                                   for lo in range(0, n, batch_size)]) for view in ("identity", "hflip")])
-
-
-def _pick_view(views: torch.Tensor, idx: np.ndarray, flip: torch.Tensor) -> torch.Tensor:
-    """The codes of samples ``idx`` from (2, N, ...) ``views``: the flipped view where ``flip``, else the identity."""
-    return torch.where(flip[:, None, None, None], views[1, idx], views[0, idx])
-
-
-def _encode_views(image_ae, ds, batch_size: int = 32) -> torch.Tensor:
-    """(2, N, c, h, w) image latents of the identity and flipped view of every image."""
-    from ..latents.views import apply_view
-
-    return _two_views(len(ds), lambda idx, v: encode_images(image_ae, apply_view(v, image_batch(ds, idx))), batch_size)
-
-
 def _encode_mask_views(codec: MaskCodec, ds, batch_size: int = 64) -> torch.Tensor:
     """(2, N, c, h, w) mask latents of the identity and flipped mask of every image."""
     from ..latents.views import apply_view
 
-    return _two_views(len(ds), lambda idx, v: codec.encode(apply_view(v, mask_batch(ds, idx))).float(), batch_size)
+    return two_views(len(ds), lambda idx, v: codec.encode(apply_view(v, mask_batch(ds, idx))).float(), batch_size)
 
 
 def prediction_maps(probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -305,7 +279,7 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
         target_shape = [codec.latent_channels, h // factor, w // factor]
     else:
         target_shape = [1, h, w]
-    views = _encode_views(image_ae, ds) if image_ae is not None else None
+    views = encode_image_views(image_ae, ds) if image_ae is not None else None
     zc = 0 if views is None else views.shape[2]
     model = SegDenoiser(cfg, target_shape[0], tuple(target_shape[1:]), ds.channels, zc, factor).to(device)
     record = {"config": cfg.model_dump(), "config_hash": chash, "target_shape": target_shape, "factor": factor,
@@ -319,13 +293,13 @@ def train_segmenter(cfg: SegmenterConfig, run_dir: str | os.PathLike, ds, splits
 
     def target(idx, flip):
         if mask_views is not None:
-            return _pick_view(mask_views, idx, flip)
+            return pick_view(mask_views, idx, flip)
         return 2 * mask_batch(ds, idx, flip) - 1
 
     def loss_fn(idx, g):
         flip = torch.rand(len(idx), generator=g) < 0.5
         x = image_batch(ds, idx, flip).to(device)
-        zl = None if views is None else _pick_view(views, idx, flip).to(device)
+        zl = None if views is None else pick_view(views, idx, flip).to(device)
         batch = objective.draw(target(idx, flip), g)
         pred = model(batch.z_t.to(device), batch.model_time.to(device), model.condition(x, zl))
         batch.target, batch.weight = batch.target.to(device), batch.weight.to(device)
