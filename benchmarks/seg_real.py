@@ -168,7 +168,9 @@ def report() -> None:
     lines = ["# Latent diffusion segmenter vs U-Net on kvasir_seg_128 and busi_seg_128 (3 folds, 128 px, CPU)", "",
              f"Command: `{out['command']}` (script: `benchmarks/seg_real.py`). Folds: {K}, grouped by ids, stratified "
              "by empty mask; the same folds for both methods. Settings: U-Net " + json.dumps(UNET) + "; latent "
-             "diffusion " + json.dumps(LATENT) + ".", "",
+             "diffusion " + json.dumps(LATENT) + "; unet-latent (the control, `--methods unet-latent`, run on the folds "
+             "listed): the U-Net's settings with TAEF2's latents upsampled and concatenated to its input "
+             "(`latent_ae: taef2`): the segmenter's pretrained features without diffusion.", "",
              "Aggregation: *per image* = Dice/IoU per image (MONAI, an empty prediction on an empty mask scores 1), "
              "mean over the fold's test images; *global* = all test pixels pooled. HD95 over images where both masks "
              "are non-empty. Mean ± sd over the finished folds; vs U-Net: Nadeau–Bengio corrected paired t-test "
