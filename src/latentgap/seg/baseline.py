@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..errors import UserError
-from ..storage import atomic_write_json, stable_hash
+from ..storage import atomic_write_json
 from .data import image_batch, mask_batch
 from .fit import FoldRunConfig, begin_run, fit_epochs, run_row, write_run_config
 from .metrics import calibration, overlap
@@ -46,12 +46,7 @@ class UNetConfig(FoldRunConfig):
     foreground_weight: float = Field(5.0, gt=0)  # cross-entropy weight of lesion pixels (the paper's 5)
     dice_weight: float = Field(1.0, ge=0)
     latent_ae: str | None = Field(None, description="frozen image autoencoder whose latents join the input")
-
-    def config_hash(self) -> str:
-        if self.latent_ae is None:  # the plain U-Net keeps the hash it had before the field existed
-            return stable_hash({k: v for k, v in self.model_dump().items()
-                                if k not in self._not_hashed and k != "latent_ae"})
-        return super().config_hash()
+    _hashed_when_set = ("latent_ae",)  # the plain U-Net keeps the hash it had before the option existed
 
     @property
     def method(self) -> str:
@@ -94,10 +89,10 @@ def build_unet(cfg: UNetConfig, in_chans: int, image_ae=None, latent_channels: i
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(cfg.seed)
-    if image_ae is not None:
-        return LatentInputUNet(build_unet(cfg, in_chans + latent_channels), image_ae)
-    return smp.Unet(encoder_name=cfg.encoder, encoder_weights=None, encoder_depth=cfg.encoder_depth,
-                    decoder_channels=tuple(cfg.decoder_channels[:cfg.encoder_depth]), in_channels=in_chans, classes=1)
+    net = smp.Unet(encoder_name=cfg.encoder, encoder_weights=None, encoder_depth=cfg.encoder_depth,
+                   decoder_channels=tuple(cfg.decoder_channels[:cfg.encoder_depth]),
+                   in_channels=in_chans + latent_channels, classes=1)
+    return net if image_ae is None else LatentInputUNet(net, image_ae)
 
 
 def _batch(ds, idx: np.ndarray, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

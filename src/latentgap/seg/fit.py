@@ -27,10 +27,13 @@ from ..storage import atomic_write_text, stable_hash
 
 class FoldRunConfig(BaseModel):
     """What every segmentation run on one fold shares: the data, the fold, the training size, seed and device.
-    ``config_hash`` leaves out the device and the fields in ``_not_hashed`` (settings of prediction only)."""
+    ``config_hash`` leaves out the device and the fields in ``_not_hashed`` (settings of prediction only), and the
+    fields in ``_hashed_when_set`` while they are None (options added after runs were recorded: a run that does not
+    use one keeps the hash it had before the option existed)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     _not_hashed: tuple[str, ...] = ("device",)
+    _hashed_when_set: tuple[str, ...] = ()
 
     dataset: str
     fold: int = Field(0, ge=0)
@@ -41,7 +44,8 @@ class FoldRunConfig(BaseModel):
     device: str = "auto"
 
     def config_hash(self) -> str:
-        return stable_hash({k: v for k, v in self.model_dump().items() if k not in self._not_hashed})
+        return stable_hash({k: v for k, v in self.model_dump().items()
+                            if k not in self._not_hashed and not (k in self._hashed_when_set and v is None)})
 
 
 def begin_run(cfg: FoldRunConfig, run_dir: Path, ds, splits, what: str) -> tuple[dict | None, str]:
